@@ -1,0 +1,18 @@
+"""The one exception type that reaches users as a one-line message (exit status 2)."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: a flag, a file, a model or a budget that cannot work.
+
+    The CLI prints ``error: <message>`` and exits with status 2, without a traceback. The message
+    says what is wrong and how to fix it.
+    """
+
+
+def missing_extra(package: str, extra: str) -> UserError:
+    """The error for an optional dependency that is not installed."""
+    return UserError(
+        f"{package} is not installed; install the extra with: pip install 'autoprune[{extra}]'"
+    )

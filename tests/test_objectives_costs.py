@@ -1,0 +1,45 @@
+"""Budgets, targets and cost measurement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoprune.costs import CostSettings, measure_costs
+from autoprune.errors import UserError
+from autoprune.models.cifar_resnet import resnet20
+from autoprune.objectives import parse_budget
+
+
+@pytest.mark.parametrize(
+    "text,target,fraction,absolute",
+    [("0.5", "latency", 0.5, None), ("4ms", "latency", None, 4.0), ("800us", "latency", None, 0.8),
+     ("150M", "macs", None, 150e6), ("2.5K", "params", None, 2500.0)],
+)
+def test_parse_budget(text, target, fraction, absolute):
+    b = parse_budget(text, target)
+    assert b.fraction == fraction
+    assert b.absolute == (pytest.approx(absolute) if absolute is not None else None)
+
+
+@pytest.mark.parametrize("text", ["0", "-0.5", "1", "1.5", "abc", "4 parsecs"])
+def test_bad_budgets(text):
+    with pytest.raises(UserError):
+        parse_budget(text, "latency")
+
+
+def test_unknown_target():
+    with pytest.raises(UserError, match="unknown target"):
+        parse_budget("0.5", "energy")
+
+
+def test_limit_from_fraction():
+    assert parse_budget("0.25", "macs").limit(400.0) == pytest.approx(100.0)
+
+
+def test_measure_costs_small_model():
+    model = resnet20(in_channels=1, width=4)
+    costs = measure_costs(model, CostSettings((1, 16, 16), batch_size=2, repeats=3, warmup=1))
+    assert costs["params"] == sum(p.numel() for p in model.parameters())
+    assert costs["macs"] > costs["params"] and costs["latency_ms"] > 0
+    assert torch.get_num_threads() >= 1

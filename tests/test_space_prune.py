@@ -1,0 +1,109 @@
+"""Search space from Torch-Pruning groups, physical pruning, save/load of slimmed models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from autoprune.errors import UserError
+from autoprune.models.cifar_resnet import resnet20
+from autoprune.prune import apply_policy, kept_widths, load_slimmed, save_slimmed
+from autoprune.rules import SpaceRules, load_rules
+from autoprune.space import Policy, SearchSpace
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return resnet20(in_channels=1, width=8).eval()
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.randn(1, 1, 16, 16)
+
+
+def test_slots_are_dependency_groups(model, x):
+    space = SearchSpace.from_model(model, x, SpaceRules(round_to=2))
+    assert len(space.slots) == 12  # resnet20 with 1x1 shortcuts: 12 groups
+    assert space.slots[0].name == "conv1"  # in module order
+    assert "fc" not in space.slot_names  # the classifier is never pruned
+    assert {s.channels for s in space.slots} == {8, 16, 32}
+
+
+def test_frozen_and_stage_granularity(model, x):
+    rules = SpaceRules(frozen=("layer1.*",), granularity="stage")
+    space = SearchSpace.from_model(model, x, rules)
+    assert not any(n.startswith("layer1.") for n in space.slot_names)
+    assert len(space.variables) < len(space.slots)
+    policy = space.policy({v.name: 0.5 for v in space.variables})
+    assert set(policy.as_dict()) == set(space.slot_names)
+
+
+def test_encode_decode_roundtrip(model, x):
+    space = SearchSpace.from_model(model, x)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        p = space.sample(rng)
+        assert space.decode(space.encode(p)) == p
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "taylor", "bn"])
+def test_apply_removes_channels_and_saves(model, x, tmp_path, criterion):
+    space = SearchSpace.from_model(model, x, SpaceRules(round_to=2))
+    policy = space.uniform(0.5)
+    batch = (torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)))
+    slim, history = apply_policy(model, space, policy, x, criterion=criterion, batch=batch)
+    assert kept_widths(slim, space) == space.kept_widths(policy)
+    assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in model.parameters())
+    assert all(m.weight.shape[0] == 8 for n, m in model.named_modules() if n == "conv1")  # dense untouched
+    path = tmp_path / "slim.pt"
+    save_slimmed(path, slim, history, fingerprint=space.fingerprint, input_shape=(1, 16, 16))
+    loaded = load_slimmed(path, model)
+    inp = torch.randn(3, 1, 16, 16)
+    torch.testing.assert_close(loaded(inp), slim.eval()(inp))
+
+
+def test_policy_for_other_architecture_refused(model, x):
+    space = SearchSpace.from_model(model, x)
+    foreign = Policy.from_dict("0123456789abcdef", {"conv1": 0.5})
+    with pytest.raises(UserError, match="another architecture"):
+        apply_policy(model, space, foreign, x)
+
+
+def test_load_refuses_garbage(tmp_path, model):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="not a readable"):
+        load_slimmed(bad, model)
+
+
+def test_kept_width_rounding():
+    from autoprune.space import Slot
+
+    s = Slot("a", 16, (0.0, 0.5, 0.8), round_to=4)
+    assert [s.kept(r) for r in (0.0, 0.5, 0.8)] == [16, 8, 4]
+    assert Slot("b", 6, (0.9,), round_to=8).kept(0.9) == 6  # never below one block nor above width
+
+
+def test_rules_files_and_bad_keys(tmp_path):
+    rules = load_rules("cifar_resnet")
+    assert rules.round_to == 4 and rules.ratios[-1] == pytest.approx(0.8)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ratios: [0.0, 0.5]\nround_too: 4\n")
+    with pytest.raises(UserError, match="round_too"):
+        load_rules(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("ratios: [0.0, 0.5\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_rules(broken)
+    with pytest.raises(UserError, match="does not exist"):
+        load_rules(tmp_path / "missing.yaml")
+
+
+def test_model_without_prunable_group():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(UserError, match="no prunable group"):
+        SearchSpace.from_model(model, torch.randn(1, 4))
