@@ -1,0 +1,128 @@
+"""``autoprune search | apply | show``: the command line, the only place YAML and names are parsed.
+
+Bad input gets one line on stderr and exit status 2; Ctrl-C keeps every finished trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from autoprune.errors import UserError
+from autoprune.settings import FIELDS, SearchSettings, load_study_recipe, settings_from_dict
+
+HELP = {
+    "target": "resource to constrain: latency | macs | params",
+    "budget": "fraction of the dense model (0.5) or an absolute value with a unit (4ms, 150M)",
+    "model": "resnet20 | resnet56 | mobilenetv2 | torchvision:NAME | pkg.module:factory",
+    "data": "digits (built in) | cifar10:DIR (python format) | imagefolder:DIR",
+    "checkpoint": "weights of the dense model (a state dict, loaded with weights_only=True)",
+    "image_size": "input resolution in pixels (default: the data's)",
+    "space": "search-space rules: a YAML file or a name in search_spaces/",
+    "granularity": "slot (one ratio per dependency group) | stage (one width multiplier per stage)",
+    "criterion": "channel importance: magnitude | taylor | bn",
+    "searcher": "search family (see `autoprune searchers`)",
+    "trials": "scored trials to run (policies rejected over budget do not count)",
+    "fidelity": "how candidates are scored: bn | kd:N (N distillation steps)",
+    "final_steps": "distillation steps of the chosen policy's final fine-tune",
+    "feature_distill": "weight of inner (feature) distillation; 0 = logits only",
+    "lr": "fine-tune learning rate",
+    "latency_batch": "batch size latency is measured at",
+    "latency_threads": "CPU threads latency is measured with",
+    "executor": "inline | processes | ray",
+    "workers": "trials run at once",
+    "threads": "CPU threads per trial for training (default: cores / workers)",
+    "ray_address": "join this Ray cluster instead of starting a local one",
+    "seed": "seed of everything (same seed, same policies and accuracies)",
+    "run_dir": "where the study, policy, model and report go (default runs/<target>-<budget>-<searcher>-<time>)",
+    "storage": "any Optuna storage URL (default: SQLite in the run directory)",
+    "study_name": "name of the study in the storage",
+    "resume": "continue the study in --run-dir/--storage",
+    "cache_dir": "where trained dense models and decoded data are cached (default ~/.cache/autoprune)",
+    "dense_epochs": "epochs to train the dense model when no checkpoint is given",
+    "train_limit": "use at most this many training images",
+    "val_limit": "use at most this many validation images",
+    "time_limit": "stop proposing after this many seconds",
+}
+
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", help="a study recipe (studies/*.yaml); flags given here override it")
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", default=None, help=HELP.get(name))
+            continue
+        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
+        p.add_argument(flag, type=kind, default=None, help=f"{HELP.get(name, '')} [default: {f.default}]")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="autoprune", description="Search-based structured pruning for PyTorch.")
+    sub = top.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("search", help="search per-layer pruning ratios that meet a budget")
+    _add_search_args(s)
+    a = sub.add_parser("apply", help="apply a saved policy to the dense model and export the slimmed model")
+    a.add_argument("--policy", required=True, help="a policy YAML (policy.yaml of a run, or policies/*.yaml)")
+    a.add_argument("--out", required=True, help="where to write the slimmed model (.pt)")
+    a.add_argument("--model", help="override the policy's model spec")
+    a.add_argument("--data", help="override the policy's data spec")
+    a.add_argument("--checkpoint", help="override the policy's dense checkpoint")
+    a.add_argument("--finetune-steps", type=int, default=0, help="distillation steps after pruning (default 0)")
+    a.add_argument("--cache-dir", help="cache of dense models and data")
+    w = sub.add_parser("show", help="print a finished (or running) study")
+    w.add_argument("run_dir", help="a run directory made by `autoprune search`")
+    w.add_argument("--storage", help="Optuna storage, if not the run directory's SQLite file")
+    sub.add_parser("searchers", help="list the available searchers")
+    return top
+
+
+def resolve_settings(args: argparse.Namespace) -> SearchSettings:
+    data: dict[str, Any] = load_study_recipe(args.study) if args.study else {}
+    for name in FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            data[name] = value
+    return settings_from_dict(data, args.study or "command line")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        if args.command == "search":
+            from autoprune.commands import search_command
+
+            return search_command(resolve_settings(args), console, "autoprune " + shlex.join(argv))
+        if args.command == "apply":
+            from autoprune.commands import apply_command
+
+            return apply_command(args, console)
+        if args.command == "show":
+            from autoprune.commands import show_command
+
+            return show_command(args.run_dir, args.storage, Console())
+        if args.command == "searchers":
+            from autoprune.searchers import searcher_names
+
+            print("\n".join(searcher_names()))
+            return 0
+    except UserError as exc:
+        from rich.text import Text
+
+        console.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted: every finished trial is kept in the study; continue with --resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""After the search: pick the best feasible policy, fine-tune it longer, export, verify, record.
+
+The pick is re-checked where the budget is noisy: latency of the best candidates is measured
+again in the main process with nothing else running, and the most accurate one still within
+budget wins. The exported model is reloaded from disk and measured once more.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from autoprune.costs import measure_costs
+from autoprune.errors import UserError
+from autoprune.policy_io import save_policy
+from autoprune.prune import load_slimmed
+from autoprune.runner import trial_seed
+from autoprune.study import Ledger, Trial
+from autoprune.trial import TrialOutcome, run_trial, slim
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    trial: Trial
+    outcome: TrialOutcome
+    verified_cost: float
+    model_path: Path
+    policy_path: Path
+
+
+def candidates(trials: list[Trial]) -> list[Trial]:
+    """Scored, feasible search trials, most accurate first (ties: cheaper first)."""
+    ok = [t for t in trials if t.scored and t.feasible and t.fidelity != "final"]
+    return sorted(ok, key=lambda t: (-(t.accuracy or 0.0), t.constraint or 0.0, t.number))
+
+
+def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
+    """The most accurate candidate whose re-measured cost is within budget."""
+    ranked = candidates(trials)
+    if not ranked:
+        raise UserError(
+            "no trial both met the budget and was scored; run more --trials, or loosen the budget"
+        )
+    if problem.metric != "latency_ms":
+        return ranked[0]
+    for trial in ranked[:recheck]:
+        model, _ = slim(problem.task, problem.space, trial.policy, problem.settings.criterion, problem.settings.seed)
+        latency = statistics.median(measure_costs(model, problem.cost)["latency_ms"] for _ in range(3))
+        if latency <= problem.limit:
+            return trial
+        log(f"trial {trial.number}: re-measured {latency:.2f} ms is over the {problem.limit:.2f} ms budget; next candidate")
+    return ranked[0] if not ranked[recheck:] else ranked[recheck]
+
+
+def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> FinalResult:
+    """Final fine-tune of ``best`` (recorded as a ``final`` trial), export and verification."""
+    run_dir = problem.run_dir
+    model_path = run_dir / "model.pt"
+    number = ledger.start(best.policy, searcher=best.searcher, fidelity="final")
+    seed = trial_seed(problem.settings.seed, number)
+    ledger.annotate(number, seed=seed, parent_trial=best.number)
+    request = replace(problem.template("final"), number=number, policy=best.policy, seed=seed, save_to=str(model_path))
+    try:
+        outcome = executor.submit(run_trial, problem.recipe, request).result()
+    except KeyboardInterrupt:
+        ledger.fail_running("interrupted")
+        raise
+    ledger.finish(number, outcome.metrics, constraint=outcome.constraint, rejected=False)
+    final = Trial(number, best.policy, "complete", dict(outcome.metrics), seed, best.searcher, "final", outcome.constraint)
+
+    reloaded = load_slimmed(model_path, problem.task.model)
+    verified = measure_costs(reloaded, problem.cost, latency=True)
+    if problem.metric == "latency_ms":
+        verified["latency_ms"] = statistics.median(
+            [verified["latency_ms"]] + [measure_costs(reloaded, problem.cost)["latency_ms"] for _ in range(2)]
+        )
+    verified_cost = verified[problem.metric]
+    status = "within" if verified_cost <= problem.limit else "OVER"
+    log(f"exported {model_path}: reloaded from disk, {problem.metric} {verified_cost:.4g} is {status} the budget {problem.limit:.4g}")
+
+    settings = problem.settings
+    provenance: dict[str, Any] = {
+        "model": settings.model, "data": settings.data, "checkpoint": settings.checkpoint,
+        "image_size": problem.task.input_shape[-1], "search_space": problem.space.rules.name,
+        "granularity": problem.space.rules.granularity, "criterion": settings.criterion,
+        "target": settings.target, "budget": settings.budget, "limit": problem.limit,
+        "cost_settings": problem.cost.describe(), "searcher": best.searcher, "search_trial": best.number,
+        "final_trial": number, "study": settings.study_name, "storage": ledger.study._storage.__class__.__name__,
+        "run_dir": str(run_dir), "seed": settings.seed,
+        "metrics": {
+            "search_val_accuracy": best.accuracy,
+            "val_accuracy": outcome.metrics.get("val_accuracy"),
+            "test_accuracy": outcome.metrics.get("test_accuracy"),
+            "macs": verified["macs"], "params": verified["params"], "latency_ms": verified["latency_ms"],
+            "dense_macs": problem.dense["macs"], "dense_params": problem.dense["params"],
+            "dense_latency_ms": problem.dense["latency_ms"],
+            "dense_val_accuracy": problem.task.dense_val_accuracy,
+            "dense_test_accuracy": problem.task.dense_test_accuracy,
+        },
+    }
+    policy_path = save_policy(run_dir / "policy.yaml", best.policy, problem.space, **provenance)
+    return FinalResult(final, outcome, float(verified_cost), model_path, policy_path)
+
+
+def write_summary(run_dir: Path, data: dict[str, Any]) -> Path:
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps(data, indent=2, default=float))
+    return path

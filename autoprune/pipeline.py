@@ -1,0 +1,195 @@
+"""A whole search run, from settings to a run directory: the function behind ``autoprune search``.
+
+space -> searcher -> policy -> prune -> measure -> score -> ledger -> searcher, then the chosen
+policy's final fine-tune, export and report (``autoprune.finalize``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoprune.costs import CostSettings, measure_costs
+from autoprune.errors import UserError
+from autoprune.evaluators import DistillConfig, parse_fidelity
+from autoprune.objectives import Budget, format_metric, parse_budget
+from autoprune.rules import SpaceRules, load_rules
+from autoprune.searchers import SearchContext, make_searcher, policy_key
+from autoprune.settings import SearchSettings
+from autoprune.space import Policy, SearchSpace
+from autoprune.study import Ledger, default_storage
+from autoprune.task import Task, TaskRecipe, load_task
+from autoprune.trial import ScoringConfig, TrialRequest, slim
+
+
+@dataclass
+class Problem:
+    """Everything fixed before the search starts, built once in the main process."""
+
+    settings: SearchSettings
+    recipe: TaskRecipe
+    task: Task
+    space: SearchSpace
+    cost: CostSettings
+    budget: Budget
+    dense: dict[str, float]
+    limit: float
+    floor: float
+    scoring: ScoringConfig
+    run_dir: Path
+
+    @property
+    def metric(self) -> str:
+        return self.budget.metric
+
+    def template(self, fidelity: str) -> TrialRequest:
+        return TrialRequest(
+            number=-1, policy=self.space.dense(), seed=0, fidelity=fidelity, target=self.budget.target,
+            limit=self.limit, rules=self.space.rules, cost=self.cost, scoring=self.scoring,
+        )
+
+
+def default_rules_name(model: str) -> str:
+    if model.split(":")[0] in {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110"}:
+        return "cifar_resnet"
+    if model.startswith("mobilenetv2"):
+        return "mobilenet"
+    if model.startswith("torchvision:"):
+        return "torchvision"
+    return "default"
+
+
+def resolve_rules(settings: SearchSettings) -> SpaceRules:
+    rules = load_rules(settings.space or default_rules_name(settings.model))
+    return rules.with_granularity(settings.granularity)
+
+
+def run_dir_for(settings: SearchSettings) -> Path:
+    if settings.run_dir:
+        return Path(settings.run_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{settings.target}-{settings.budget}-{settings.searcher}-{stamp}"
+
+
+def build_problem(settings: SearchSettings, *, log=print) -> Problem:
+    """Load the task, build the space, measure the dense model and check the budget is reachable."""
+    budget = parse_budget(settings.budget, settings.target)
+    parse_fidelity(settings.fidelity)
+    if settings.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {settings.trials}")
+    if settings.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {settings.workers}")
+    rules = resolve_rules(settings)
+    recipe = TaskRecipe(
+        model=settings.model, data=settings.data, checkpoint=settings.checkpoint, image_size=settings.image_size,
+        seed=settings.seed, cache_dir=settings.cache_dir, dense_epochs=settings.dense_epochs,
+        train_limit=settings.train_limit, val_limit=settings.val_limit,
+    )
+    task = load_task(recipe, progress=True)
+    space = SearchSpace.from_model(task.model, task.example_inputs(), rules)
+    cost = CostSettings(task.input_shape, batch_size=settings.latency_batch, threads=settings.latency_threads)
+    dense = measure_costs(task.model, cost, latency=True)
+    if budget.target == "latency":  # the limit is derived from it: measure more carefully
+        dense["latency_ms"] = _careful_latency(task.model, cost)
+    limit = budget.limit(dense[budget.metric])
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
+    scoring = ScoringConfig(
+        criterion=settings.criterion,
+        distill=DistillConfig(lr=settings.lr, feature_weight=settings.feature_distill),
+        final_steps=settings.final_steps,
+        threads=threads,
+    )
+    floor_model, _ = slim(task, space, space.most_pruned(), settings.criterion, settings.seed)
+    floor = measure_costs(floor_model, cost, latency=budget.target == "latency")[budget.metric]
+    if budget.target == "latency":
+        floor = _careful_latency(floor_model, cost)
+    if floor > limit:
+        raise UserError(
+            f"budget {settings.budget} ({format_metric(budget.metric, limit)}) cannot be met: the most pruned "
+            f"policy in the space reaches {format_metric(budget.metric, floor)} "
+            f"({floor / dense[budget.metric]:.2f} of dense, {cost.describe()}); "
+            f"use a budget of at least {floor / dense[budget.metric]:.2f}"
+            + (", a larger --latency-batch, or wider ratio choices" if budget.target == "latency" else "")
+        )
+    log(
+        f"dense {settings.model}: val {task.dense_val_accuracy:.4f}, test {task.dense_test_accuracy:.4f}; "
+        f"{format_metric('macs', dense['macs'])} MACs, {format_metric('params', dense['params'])} params, "
+        f"{dense['latency_ms']:.2f} ms ({cost.describe()})"
+    )
+    log(
+        f"budget: {settings.target} <= {format_metric(budget.metric, limit)} "
+        f"({limit / dense[budget.metric]:.2f} of dense; most pruned policy reaches {floor / dense[budget.metric]:.2f}); "
+        f"{len(space.slots)} slots, {len(space.variables)} variables, {space.size():.3g} policies"
+    )
+    return Problem(settings, recipe, task, space, cost, budget, dense, limit, floor, scoring, run_dir_for(settings))
+
+
+def _careful_latency(model, cost: CostSettings) -> float:
+    """Median of three medians: the dense and floor latencies anchor the whole budget."""
+    from statistics import median
+
+    return float(median(measure_costs(model, cost)["latency_ms"] for _ in range(3)))
+
+
+def search_context(problem: Problem) -> SearchContext:
+    """The searcher's view, with a cached cost oracle that builds and measures policies, and a
+    cheap estimate (latency lookup table, or analytic MACs/params) built on its first use."""
+    cache: dict[Any, float] = {}
+    task, space, settings = problem.task, problem.space, problem.settings
+
+    def cost_of(policy: Policy) -> float:
+        key = policy_key(policy)
+        if key not in cache:
+            model, _ = slim(task, space, policy, settings.criterion, settings.seed)
+            cache[key] = measure_costs(model, problem.cost, latency=problem.budget.target == "latency")[problem.metric]
+        return cache[key]
+
+    estimator: list[Any] = []
+
+    def estimate(policy: Policy) -> float | None:
+        if not estimator:
+            from autoprune.costs.lut import AnalyticEstimate, build_lut, record_layers
+            from autoprune.task import cache_dir
+
+            if problem.budget.target == "latency":
+                estimator.append(build_lut(
+                    task.model, space, task.example_inputs(), problem.cost, cache_dir=cache_dir(problem.recipe),
+                    seed=settings.seed, log=print,
+                ))
+            else:
+                layers = record_layers(task.model, space, task.example_inputs(), 1)
+                estimator.append(AnalyticEstimate(layers, space, problem.metric, problem.dense[problem.metric]))
+        return estimator[0](policy)
+
+    return SearchContext(
+        space=space, target=problem.budget.target, metric=problem.metric, limit=problem.limit,
+        dense_cost=problem.dense[problem.metric], seed=settings.seed, cost_of=cost_of, estimate=estimate,
+        model=task.model, example_inputs=task.example_inputs(),
+    )
+
+
+def open_ledger(problem: Problem) -> Ledger:
+    settings = problem.settings
+    problem.run_dir.mkdir(parents=True, exist_ok=True)
+    storage = settings.storage or default_storage(problem.run_dir)
+    attrs = {
+        "target": settings.target, "budget": settings.budget, "limit": problem.limit, "metric": problem.metric,
+        "dense": problem.dense, "cost_settings": problem.cost.describe(), "model": settings.model, "data": settings.data,
+    }
+    return Ledger.open(problem.space, storage=storage, study_name=settings.study_name, resume=settings.resume, attrs=attrs)
+
+
+def save_settings(problem: Problem) -> None:
+    path = problem.run_dir / "settings.yaml"
+    path.write_text(yaml.safe_dump(problem.settings.to_dict(), sort_keys=False))
+
+
+def make_run_searcher(problem: Problem):
+    searcher = make_searcher(problem.settings.searcher)
+    searcher.setup(search_context(problem))
+    return searcher

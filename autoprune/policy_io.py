@@ -1,0 +1,71 @@
+"""Policies on disk: YAML with provenance, re-appliable with ``autoprune apply``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import autoprune
+from autoprune.errors import UserError
+from autoprune.space import Policy, SearchSpace
+
+FORMAT = "autoprune.policy/1"
+
+
+def save_policy(path: str | Path, policy: Policy, space: SearchSpace, **provenance: Any) -> Path:
+    """Write ``policy`` with its kept widths and provenance (study, trial, metrics, versions)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "format": FORMAT,
+        "fingerprint": policy.fingerprint,
+        "ratios": {k: round(v, 6) for k, v in policy.items},
+        "kept_widths": space.kept_widths(policy),
+        "provenance": {
+            "autoprune": autoprune.__version__,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            **_plain(provenance),
+        },
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any]]:
+    """(policy, provenance) from a policy file; a UserError names what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"policy file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise UserError(f"{path}: not an autoprune policy (expected 'format: {FORMAT}')")
+    for key in ("fingerprint", "ratios"):
+        if key not in doc:
+            raise UserError(f"{path}: missing key {key!r}")
+    ratios = doc["ratios"]
+    if not isinstance(ratios, dict) or not all(isinstance(v, (int, float)) for v in ratios.values()):
+        raise UserError(f"{path}: 'ratios' must map slot names to numbers")
+    bad = [k for k, v in ratios.items() if not 0 <= float(v) < 1]
+    if bad:
+        raise UserError(f"{path}: ratio of slot {bad[0]!r} must be in [0, 1)")
+    return Policy.from_dict(str(doc["fingerprint"]), ratios), dict(doc.get("provenance") or {})
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe copy: tuples to lists, numpy/torch scalars to floats."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)

@@ -1,0 +1,110 @@
+"""The Searcher interface: searchers only propose (ask) and learn (tell); the runner owns the loop.
+
+Lifecycle, all calls from the runner in the main process:
+1. ``setup(ctx)`` once, with the space, the budget and cost oracles (``SearchContext``).
+2. ``tell(trial)`` for every trial already in the ledger (resume, warm start from any searcher).
+3. Repeatedly ``ask(n)`` for up to ``n`` policies, then ``tell`` each finished trial, in the
+   order they were asked. ``ask`` returns ``[]`` when the searcher has nothing more to propose.
+
+Searchers that own their control loop (stable-baselines3's ``learn()``) adapt to this by
+proposing from an inner loop; see ``docs/searchers.md``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoprune.space import Policy, SearchSpace
+from autoprune.study import Trial
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What a searcher may know about the problem.
+
+    Attributes:
+        space: the search space.
+        target: the constrained metric's target name (``latency``, ``macs``, ``params``).
+        metric: its metric key (``latency_ms``, ``macs``, ``params``).
+        limit: the absolute budget on ``metric``.
+        dense_cost: the dense model's value of ``metric``.
+        seed: the search seed; searchers draw all randomness from it.
+        cost_of: builds the slimmed model of a policy and measures ``metric`` (about a second).
+        estimate: a cheap prediction of ``metric`` from the policy alone, or None if none exists.
+        model: the dense model (read-only: searchers copy before changing it).
+        example_inputs: a batch of one input, for tracing.
+    """
+
+    space: SearchSpace
+    target: str
+    metric: str
+    limit: float
+    dense_cost: float
+    seed: int
+    cost_of: Callable[[Policy], float]
+    estimate: Callable[[Policy], float | None] | None = None
+    model: nn.Module | None = None
+    example_inputs: torch.Tensor | None = None
+
+    def feasible(self, policy: Policy) -> bool:
+        """Is the measured cost within budget (builds the model)?"""
+        return self.cost_of(policy) <= self.limit
+
+
+def policy_key(policy: Policy) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((k, round(v, 6)) for k, v in policy.items))
+
+
+class Searcher(abc.ABC):
+    """Base class of every search family; subclasses implement ``_setup``, ``_ask`` and ``_tell``."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.ctx: SearchContext | None = None
+        self.rng = np.random.default_rng(0)
+        self.told: list[Trial] = []
+        self._seen: set[tuple[tuple[str, float], ...]] = set()
+
+    @property
+    def context(self) -> SearchContext:
+        if self.ctx is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must be called before ask/tell")
+        return self.ctx
+
+    def setup(self, ctx: SearchContext) -> None:
+        self.ctx = ctx
+        self.rng = np.random.default_rng(ctx.seed)
+        self._setup()
+
+    def ask(self, n: int = 1) -> list[Policy]:
+        """Up to ``n`` new policies; ``[]`` when there is nothing more to propose."""
+        policies = self._ask(n)
+        for p in policies:
+            self._seen.add(policy_key(p))
+        return policies
+
+    def tell(self, trial: Trial) -> None:
+        """Learn from one finished trial (also called to replay the ledger on resume)."""
+        self.told.append(trial)
+        self._seen.add(policy_key(trial.policy))
+        self._tell(trial)
+
+    def is_new(self, policy: Policy) -> bool:
+        return policy_key(policy) not in self._seen
+
+    def _setup(self) -> None:
+        """Hook: prepare after the context is known."""
+
+    @abc.abstractmethod
+    def _ask(self, n: int) -> list[Policy]: ...
+
+    def _tell(self, trial: Trial) -> None:
+        """Hook: learn from a trial (baselines ignore results)."""

@@ -1,0 +1,146 @@
+"""Baselines every later searcher must beat: random, uniform and global ranking.
+
+- ``random``: every variable drawn uniformly from its choices (duplicates skipped).
+- ``uniform``: the same ratio everywhere, swept from the least pruning that meets the budget.
+- ``global``: Torch-Pruning's global channel ranking (importance normalised within each group)
+  at the global ratio that meets the budget, snapped to the space's choices, then swept upward.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from autoprune.searchers._base import Searcher
+from autoprune.space import Policy, find_classifier
+
+
+class RandomSearcher(Searcher):
+    """Uniform sampling of the space, filtered by the budget as in EagleEye.
+
+    Where the context has a cheap cost estimate (analytic counts, the latency lookup table), draws
+    the estimate puts over budget are discarded before they become trials, so random search is
+    uniform over the (estimated) feasible policies. Without one, every draw is proposed and the
+    runner rejects those over budget after measuring them.
+    """
+
+    name = "random"
+    max_draws = 20_000
+
+    def _ask(self, n: int) -> list[Policy]:
+        out: list[Policy] = []
+        ctx = self.context
+        fallback: list[Policy] = []
+        for _ in range(self.max_draws):
+            if len(out) == n:
+                break
+            policy = ctx.space.sample(self.rng)
+            if not self.is_new(policy) or policy in out:
+                continue
+            estimate = ctx.estimate(policy) if ctx.estimate is not None else None
+            if estimate is None or estimate <= ctx.limit:
+                out.append(policy)
+            elif len(fallback) < n:
+                fallback.append(policy)
+        # no feasible draw at all: propose anyway, so the runner measures and the ledger shows why
+        return out or fallback
+
+
+class _SweepSearcher(Searcher):
+    """Proposes a fixed list of policies, ordered least-pruned first, from the cheapest feasible one."""
+
+    def _setup(self) -> None:
+        self._queue: list[Policy] | None = None
+
+    def _candidates(self) -> list[Policy]:
+        raise NotImplementedError
+
+    def _ask(self, n: int) -> list[Policy]:
+        if self._queue is None:
+            candidates = _dedupe(self._candidates())
+            start = _first_feasible(candidates, self.context.feasible)
+            self._queue = candidates[start:] if start is not None else []
+        out = []
+        while self._queue and len(out) < n:
+            policy = self._queue.pop(0)
+            if self.is_new(policy):
+                out.append(policy)
+        return out
+
+
+class UniformSearcher(_SweepSearcher):
+    name = "uniform"
+
+    def _candidates(self) -> list[Policy]:
+        space = self.context.space
+        ratios = sorted({c for v in space.variables for c in v.choices})
+        return [space.uniform(r) for r in ratios]
+
+
+class GlobalSearcher(_SweepSearcher):
+    """Global ranking at a sweep of global ratios; each result snapped to the space's choices."""
+
+    name = "global"
+    sweep = 40
+
+    def _candidates(self) -> list[Policy]:
+        ctx = self.context
+        if ctx.model is None or ctx.example_inputs is None:
+            raise RuntimeError("the global searcher needs the dense model in its context")
+        top = max(c for v in ctx.space.variables for c in v.choices)
+        return [self._global_policy(top * i / self.sweep) for i in range(self.sweep + 1)]
+
+    def _global_policy(self, ratio: float) -> Policy:
+        import torch_pruning as tp
+
+        ctx = self.context
+        space = ctx.space
+        assert ctx.model is not None and ctx.example_inputs is not None
+        if ratio <= 0:
+            return space.dense()
+        model = copy.deepcopy(ctx.model).eval()
+        modules = dict(model.named_modules())
+        ignored = find_classifier(model, ctx.example_inputs) + [modules[n] for n in space.frozen]
+        pruner = tp.pruner.BasePruner(
+            model,
+            ctx.example_inputs,
+            importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio,
+            global_pruning=True,
+            ignored_layers=ignored,
+        )
+        with torch.no_grad():
+            pruner.step()
+        values = {}
+        for var in space.variables:
+            kept = []
+            for name in var.slots:
+                m = modules[name]
+                width = m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features
+                kept.append(1.0 - width / space.slot(name).channels)
+            mean = sum(kept) / len(kept)
+            values[var.name] = min(var.choices, key=lambda c, r=mean: abs(c - r))
+        return space.policy(values)
+
+
+def _dedupe(policies: list[Policy]) -> list[Policy]:
+    out: list[Policy] = []
+    for p in policies:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _first_feasible(candidates: list[Policy], feasible) -> int | None:
+    """Index of the first feasible candidate, by bisection (cost falls as pruning grows)."""
+    if not candidates or not feasible(candidates[-1]):
+        return None
+    lo, hi = 0, len(candidates) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if feasible(candidates[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

@@ -1,0 +1,214 @@
+"""The ledger: every candidate from every searcher is a trial in one Optuna study.
+
+``Ledger`` is a thin typed facade over an Optuna study. Params are the search variables' ratios
+(per slot by default); the single objective is validation accuracy (maximised); the budget is an
+Optuna constraint (``cost / limit - 1 <= 0`` is feasible); user attributes carry MACs, params,
+measured latency, the searcher, the fidelity, the seed and the full per-slot policy. Rejected
+policies (over budget, never trained) are PRUNED trials with their constraint set, so samplers
+that honour constraints still learn from them. ``optuna-dashboard <storage>`` shows all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from autoprune.errors import UserError
+from autoprune.space import Policy, SearchSpace
+
+OBJECTIVE = "val_accuracy"
+COMPLETE, REJECTED, FAILED, RUNNING = "complete", "rejected", "failed", "running"
+_STATES = {
+    TrialState.COMPLETE: COMPLETE,
+    TrialState.PRUNED: REJECTED,
+    TrialState.FAIL: FAILED,
+    TrialState.RUNNING: RUNNING,
+    TrialState.WAITING: RUNNING,
+}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A finished (or running) trial as searchers and reports see it.
+
+    Attributes:
+        number: Optuna trial number in the ledger.
+        policy: the pruning policy that was scored.
+        state: ``complete`` (scored), ``rejected`` (over budget, not trained), ``failed``, ``running``.
+        metrics: measured values: ``val_accuracy``, ``macs``, ``params``, ``latency_ms``, timings.
+        seed: the trial's seed.
+        searcher: name of the searcher that proposed it.
+        fidelity: ``bn``, ``kd:N`` or ``final``.
+        constraint: ``cost / limit - 1`` (<= 0 is within budget), None if unknown.
+    """
+
+    number: int
+    policy: Policy
+    state: str
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 0
+    searcher: str = ""
+    fidelity: str = ""
+    constraint: float | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        value = self.metrics.get(OBJECTIVE)
+        return None if value is None else float(value)
+
+    @property
+    def feasible(self) -> bool:
+        return self.constraint is not None and self.constraint <= 0.0
+
+    @property
+    def scored(self) -> bool:
+        return self.state == COMPLETE and self.accuracy is not None
+
+
+def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """Optuna distributions of the space's variables: ordered floats with a step where possible."""
+    out: dict[str, BaseDistribution] = {}
+    for v in space.variables:
+        step = v.step
+        if step is not None:
+            out[v.name] = FloatDistribution(v.choices[0], v.choices[-1], step=step)
+        elif len(v.choices) == 1:
+            out[v.name] = CategoricalDistribution(list(v.choices))
+        else:
+            out[v.name] = CategoricalDistribution(list(v.choices))
+    return out
+
+
+def default_storage(run_dir: Path) -> str:
+    return f"sqlite:///{(run_dir / 'study.db').resolve()}"
+
+
+class Ledger:
+    """An Optuna study holding every trial of a search (and of earlier searches, on resume)."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace) -> None:
+        self.study = study
+        self.space = space
+        self.distributions = distributions(space)
+        self._live: dict[int, optuna.Trial] = {}
+
+    @classmethod
+    def open(
+        cls,
+        space: SearchSpace,
+        *,
+        storage: str,
+        study_name: str,
+        resume: bool,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> Ledger:
+        """Create the study, or load it when ``resume`` (its space must be this one)."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        existing = _study_exists(storage, study_name)
+        if existing and not resume:
+            raise UserError(
+                f"study {study_name!r} already exists in {storage}; pass --resume to continue it "
+                "or choose another --run-dir/--study-name"
+            )
+        if resume and not existing:
+            raise UserError(f"--resume: no study {study_name!r} in {storage}")
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction="maximize",
+            sampler=optuna.samplers.RandomSampler(seed=0),  # params are always enqueued
+            load_if_exists=resume,
+        )
+        if resume:
+            saved = study.user_attrs.get("fingerprint")
+            if saved and saved != space.fingerprint:
+                raise UserError(f"--resume: study {study_name!r} was made for another architecture")
+            saved_vars = study.user_attrs.get("variables")
+            if saved_vars and saved_vars != [v.name for v in space.variables]:
+                raise UserError(f"--resume: study {study_name!r} searched other variables (granularity or rules changed)")
+        else:
+            study.set_metric_names([OBJECTIVE])
+            study.set_user_attr("fingerprint", space.fingerprint)
+            study.set_user_attr("variables", [v.name for v in space.variables])
+            for key, value in (attrs or {}).items():
+                study.set_user_attr(key, value)
+        return cls(study, space)
+
+    # -- writing ----------------------------------------------------------------------------
+    def start(self, policy: Policy, *, searcher: str, fidelity: str) -> int:
+        """Record a running trial for ``policy``; returns its number."""
+        params = self.space.variable_values(policy)
+        attrs = {"searcher": searcher, "fidelity": fidelity, "policy": json.dumps(policy.as_dict())}
+        self.study.enqueue_trial(params, user_attrs=attrs)
+        trial = self.study.ask(self.distributions)
+        self._live[trial.number] = trial
+        return trial.number
+
+    def annotate(self, number: int, **attrs: Any) -> None:
+        """Add user attributes to a running trial (its seed, say, once its number is known)."""
+        for key, value in attrs.items():
+            self._live[number].set_user_attr(key, value)
+
+    def finish(self, number: int, metrics: Mapping[str, float], *, constraint: float | None, rejected: bool) -> None:
+        """Close a running trial with its measured metrics."""
+        trial = self._live.pop(number)
+        for key, value in metrics.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            trial.set_user_attr(key, value)
+        if constraint is not None:
+            trial.set_constraint("budget", constraint)
+        if rejected or OBJECTIVE not in metrics:
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, float(metrics[OBJECTIVE]))
+
+    def fail(self, number: int, reason: str) -> None:
+        trial = self._live.pop(number, None)
+        if trial is not None:
+            trial.set_user_attr("error", reason[:2000])
+            self.study.tell(trial, state=TrialState.FAIL)
+
+    def fail_running(self, reason: str = "interrupted") -> None:
+        for number in list(self._live):
+            self.fail(number, reason)
+
+    # -- reading ------------------------------------------------------------------------------
+    def trials(self) -> list[Trial]:
+        return [to_trial(t, self.space.fingerprint) for t in self.study.get_trials(deepcopy=False)]
+
+
+def to_trial(frozen: optuna.trial.FrozenTrial, fingerprint: str) -> Trial:
+    """An Optuna FrozenTrial as our Trial record."""
+    attrs = frozen.user_attrs
+    policy = Policy.from_dict(fingerprint, json.loads(attrs.get("policy", "{}")))
+    metrics = {k: float(v) for k, v in attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if frozen.state == TrialState.COMPLETE and frozen.values:
+        metrics[OBJECTIVE] = float(frozen.values[0])
+    constraints = frozen.constraints if hasattr(frozen, "constraints") else {}
+    return Trial(
+        number=frozen.number,
+        policy=policy,
+        state=_STATES.get(frozen.state, FAILED),
+        metrics=metrics,
+        seed=int(attrs.get("seed", 0)),
+        searcher=str(attrs.get("searcher", "")),
+        fidelity=str(attrs.get("fidelity", "")),
+        constraint=constraints.get("budget"),
+    )
+
+
+def _study_exists(storage: str, study_name: str) -> bool:
+    try:
+        names = optuna.get_all_study_names(storage=storage)
+    except Exception as exc:  # noqa: BLE001 - any storage failure is a user-facing config problem
+        raise UserError(f"cannot open Optuna storage {storage!r}: {str(exc).splitlines()[0]}") from exc
+    return study_name in names

@@ -1,0 +1,1 @@
+"""Helpers for autoprune's own tests: toy problems and small jobs that workers can import."""

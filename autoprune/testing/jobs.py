@@ -1,0 +1,71 @@
+"""Small trial functions for executor tests: module-level so spawned and Ray workers import them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def square(x: int, delay: float = 0.0) -> int:
+    """Return ``x * x`` after ``delay`` seconds (to make later jobs finish first)."""
+    time.sleep(delay)
+    return x * x
+
+
+def fail(message: str) -> None:
+    """Raise ValueError(message): checks that worker exceptions keep their type and text."""
+    raise ValueError(message)
+
+
+def sleep(seconds: float) -> int:
+    """Sleep, then return the worker's PID: a long job to cancel."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def thread_count() -> int:
+    """torch's intra-op thread count inside the worker."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def tiny_training(seed: int, steps: int = 5) -> float:
+    """Seeded 5-step SGD on a small linear model; returns the final loss as a float.
+
+    Deterministic for a given seed and thread count, so every executor must return the same
+    float bit for bit.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(8, 3)
+    inputs = torch.randn(32, 8, generator=generator)
+    targets = torch.randn(32, 3, generator=generator)
+    loss = torch.nn.functional.mse_loss(model(inputs), targets)
+    for _ in range(steps):
+        model.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(inputs), targets)
+        loss.backward()
+        with torch.no_grad():  # plain SGD by hand: torch.optim imports torch._dynamo (seconds)
+            for parameter in model.parameters():
+                parameter -= 0.1 * parameter.grad
+    return float(loss.item())
+
+
+def rendezvous(directory: str, name: str, expected: int, timeout: float = 60.0) -> tuple[int, bool]:
+    """Leave a mark in ``directory`` and wait until ``expected`` marks exist.
+
+    Returns ``(pid, met)``: ``met`` is True only if ``expected`` jobs were running at the same
+    time, which proves parallelism without relying on timings.
+    """
+    folder = Path(directory)
+    (folder / name).touch()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(folder.iterdir())) >= expected:
+            return os.getpid(), True
+        time.sleep(0.02)
+    return os.getpid(), False

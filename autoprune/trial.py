@@ -1,0 +1,138 @@
+"""One trial, start to finish, in whatever process an executor chooses.
+
+``run_trial`` is a free, picklable function: it rebuilds the task from a recipe (cached per
+process), applies the policy, measures the costs, rejects a policy over budget before any training
+is spent on it, then scores it at the requested fidelity. Data flows one way:
+policy -> prune -> measure -> score -> metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from autoprune.costs import CostSettings, measure_costs
+from autoprune.costs.latency import thread_count
+from autoprune.evaluators import DistillConfig, distill, parse_fidelity, recalibrate_bn
+from autoprune.objectives import TARGETS
+from autoprune.prune import apply_policy, save_slimmed
+from autoprune.rules import SpaceRules
+from autoprune.space import Policy, SearchSpace
+from autoprune.task import Task, TaskRecipe, accuracy, load_task
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How every candidate of a search is pruned and scored (same for all searchers).
+
+    Attributes:
+        criterion: channel importance (``magnitude``, ``taylor``, ``bn``).
+        distill: fine-tune settings.
+        bn_batches: batches of adaptive-BN recalibration before any fine-tune.
+        final_steps: distillation steps of the ``final`` fidelity.
+        threads: CPU threads for training inside a trial; fixed so that every executor gives the
+            same accuracies for the same seed.
+    """
+
+    criterion: str = "magnitude"
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    bn_batches: int = 20
+    final_steps: int = 600
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """Everything a worker needs besides the task recipe (all picklable, no live model)."""
+
+    number: int
+    policy: Policy
+    seed: int
+    fidelity: str
+    target: str
+    limit: float | None
+    rules: SpaceRules
+    cost: CostSettings
+    scoring: ScoringConfig
+    save_to: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a trial measured; ``rejected`` means over budget and never trained."""
+
+    number: int
+    metrics: dict[str, float]
+    rejected: bool
+    constraint: float | None
+    timings: dict[str, float]
+
+
+@lru_cache(maxsize=4)
+def _space(recipe: TaskRecipe, rules: SpaceRules) -> SearchSpace:
+    task = load_task(recipe)
+    return SearchSpace.from_model(task.model, task.example_inputs(), rules)
+
+
+def slim(task: Task, space: SearchSpace, policy: Policy, criterion: str, seed: int) -> tuple[torch.nn.Module, list]:
+    """The slimmed model of ``policy`` (importance batch drawn from training data with ``seed``)."""
+    from autoprune.data import batches
+
+    batch = None
+    if criterion == "taylor":
+        batch = next(batches(task.data, task.data.train, 64, seed=seed, shuffle=True))
+    return apply_policy(task.model, space, policy, task.example_inputs(), criterion=criterion, batch=batch)
+
+
+def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
+    """Prune, measure, (reject or) score one policy; see the module docstring."""
+    from autoprune.data import endless_batches
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    task = load_task(recipe)
+    space = _space(recipe, request.rules)
+    fidelity = parse_fidelity(request.fidelity, final_steps=request.scoring.final_steps)
+    timings["setup_s"] = time.perf_counter() - started
+
+    with thread_count(request.scoring.threads):
+        torch.manual_seed(request.seed)
+        tick = time.perf_counter()
+        model, history = slim(task, space, request.policy, request.scoring.criterion, request.seed)
+        timings["prune_s"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        metrics: dict[str, float] = measure_costs(model, request.cost, latency=request.target == "latency" or fidelity.final)
+        timings["measure_s"] = time.perf_counter() - tick
+        constraint = None
+        if request.limit is not None:
+            constraint = metrics[TARGETS[request.target]] / request.limit - 1.0
+            if constraint > 0 and not fidelity.final:
+                timings["total_s"] = time.perf_counter() - started
+                return TrialOutcome(request.number, {**metrics, **timings}, True, constraint, timings)
+
+        tick = time.perf_counter()
+        train = endless_batches(task.data, task.data.train, request.scoring.distill.batch_size, seed=request.seed, augment=task.data.augment)
+        recalibrate_bn(model, train, request.scoring.bn_batches)
+        loss = distill(model, task.model, train, fidelity.steps, request.scoring.distill)
+        timings["finetune_s"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        metrics["val_accuracy"] = accuracy(model, task.data, task.data.val)
+        if fidelity.final:
+            metrics["test_accuracy"] = accuracy(model, task.data, task.data.test)
+        timings["evaluate_s"] = time.perf_counter() - tick
+
+    if request.save_to:
+        save_slimmed(
+            Path(request.save_to), model, history, fingerprint=space.fingerprint, input_shape=task.input_shape,
+            meta={"policy": request.policy.as_dict(), "recipe": recipe.to_dict(), **metrics},
+        )
+    metrics.update(loss)
+    timings["total_s"] = time.perf_counter() - started
+    metrics.update(timings)
+    return TrialOutcome(request.number, metrics, False, constraint, timings)

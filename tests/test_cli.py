@@ -1,0 +1,116 @@
+"""The command line as a user meets it: a tiny end-to-end search, apply, show, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from autoprune.cli import main
+
+TINY = ["--model", "resnet20:width=4", "--image-size", "16", "--dense-epochs", "2", "--trials", "3",
+        "--fidelity", "kd:3", "--final-steps", "3", "--latency-batch", "2", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cache):
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    code = main(["search", "--target", "macs", "--budget", "0.6", *TINY, "--run-dir", str(run_dir), "--cache-dir", cache])
+    assert code == 0
+    return run_dir
+
+
+def test_run_directory_holds_everything(run):
+    for name in ("study.db", "policy.yaml", "model.pt", "report.md", "pareto.png", "widths.png", "summary.json", "settings.yaml"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final"]["within_budget"]
+    assert summary["scored"] == 3
+    assert "batch 2" in summary["cost_settings"] and "16x16" in summary["cost_settings"]
+    report = (run / "report.md").read_text()
+    assert "Pareto front" in report and "Kept width" in report
+
+
+def test_study_readable_by_optuna(run):
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{run / 'study.db'}")
+    scored = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(scored) >= 4  # three search trials and the final one
+    for t in scored:
+        assert {"macs", "params", "searcher", "fidelity", "seed", "policy"} <= set(t.user_attrs)
+        assert "budget" in t.constraints
+    assert any(t.user_attrs["fidelity"] == "final" for t in scored)
+
+
+def test_apply_reproduces_the_exported_widths(run, cache, tmp_path):
+    out = tmp_path / "applied.pt"
+    assert main(["apply", "--policy", str(run / "policy.yaml"), "--out", str(out), "--cache-dir", cache]) == 0
+    applied = torch.load(out, weights_only=True)
+    exported = torch.load(run / "model.pt", weights_only=True)
+    shapes = {k: tuple(v.shape) for k, v in applied["state_dict"].items()}
+    assert shapes == {k: tuple(v.shape) for k, v in exported["state_dict"].items()}
+
+
+def test_show_prints_the_front(run, capsys):
+    assert main(["show", str(run)]) == 0
+    assert "Pareto front" in capsys.readouterr().out
+
+
+def test_resume_adds_trials(run, cache):
+    code = main(["search", "--target", "macs", "--budget", "0.6", *TINY, "--trials", "1", "--run-dir", str(run),
+                 "--cache-dir", cache, "--resume"])
+    assert code == 0
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{run / 'study.db'}")
+    assert sum(t.user_attrs.get("fidelity") == "kd:3" for t in study.trials) >= 4
+
+
+def test_policy_for_another_architecture(run, cache, tmp_path, capsys):
+    doc = yaml.safe_load((run / "policy.yaml").read_text())
+    doc["fingerprint"] = "ffffffffffffffff"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    assert main(["apply", "--policy", str(bad), "--out", str(tmp_path / "x.pt"), "--cache-dir", cache]) == 2
+    assert "another architecture" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--budget", "0"], "must be positive"),
+        (["--budget", "-1"], "not a number"),
+        (["--budget", "1.0"], "must be below 1"),
+        (["--target", "energy"], "unknown target"),
+        (["--searcher", "nope"], "unknown searcher"),
+        (["--model", "no_such_module_xyz:build"], "no_such_module_xyz"),
+        (["--checkpoint", "/nonexistent/w.pt"], "w.pt"),
+        (["--space", "/nonexistent/space.yaml"], "does not exist"),
+        (["--study", "/nonexistent/study.yaml"], "does not exist"),
+        (["--budget", "0.0001"], "cannot be met"),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, message, cache, tmp_path, capsys):
+    base = ["search", "--target", "macs", "--budget", "0.5", *TINY, "--run-dir", str(tmp_path / "r"), "--cache-dir", cache]
+    code = main(base + args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert err.strip().count("\n") == 0 or err.strip().splitlines()[-1].startswith("error:")
+
+
+def test_corrupt_checkpoint_and_broken_study_recipe(cache, tmp_path, capsys):
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"garbage")
+    base = ["search", "--target", "macs", "--budget", "0.5", *TINY, "--run-dir", str(tmp_path / "r"), "--cache-dir", cache]
+    assert main(base + ["--checkpoint", str(ckpt)]) == 2
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text("target: macs\nbudgte: 0.5\n")
+    assert main(["search", "--study", str(recipe)]) == 2
+    assert "budgte" in capsys.readouterr().err

@@ -1,0 +1,177 @@
+"""Executors: results in order, exceptions with their type, identical numbers on every backend."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from autoprune.errors import UserError
+from autoprune.executors import (
+    EXECUTORS,
+    Executor,
+    InlineExecutor,
+    ProcessExecutor,
+    RayExecutor,
+    make_executor,
+)
+from autoprune.testing import jobs
+
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def processes() -> Iterator[ProcessExecutor]:
+    executor = ProcessExecutor(workers=2, threads_per_worker=1)
+    yield executor
+    executor.shutdown(cancel=True)
+
+
+@pytest.fixture(scope="module")
+def ray_executor() -> Iterator[RayExecutor]:
+    pytest.importorskip("ray")
+    executor = RayExecutor(workers=2, threads_per_worker=1)
+    yield executor
+    executor.shutdown(cancel=True)
+    import ray
+
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(params=["inline", "processes", pytest.param("ray", marks=pytest.mark.ray)])
+def executor(request: pytest.FixtureRequest) -> Executor:
+    if request.param == "inline":
+        return InlineExecutor(threads_per_worker=1)
+    return request.getfixturevalue("ray_executor" if request.param == "ray" else "processes")
+
+
+def test_results_come_back_in_submission_order(executor: Executor) -> None:
+    # Later jobs are shorter, so they finish first on a parallel backend.
+    futures = [executor.submit(jobs.square, i, 0.05 * (5 - i)) for i in range(6)]
+    assert [f.result(timeout=TIMEOUT) for f in futures] == [i * i for i in range(6)]
+
+
+def test_exception_keeps_type_message_and_worker_traceback(executor: Executor) -> None:
+    future = executor.submit(jobs.fail, "bad ratio 1.5")
+    with pytest.raises(ValueError, match="bad ratio 1.5") as caught:
+        future.result(timeout=TIMEOUT)
+    assert type(caught.value) is ValueError
+    text = "".join(traceback.format_exception(caught.value))
+    assert "jobs.py" in text and "raise ValueError(message)" in text
+    # The executor still works after a failed trial.
+    assert executor.submit(jobs.square, 3).result(timeout=TIMEOUT) == 9
+
+
+def test_threads_per_worker_applies_inside_the_trial(executor: Executor) -> None:
+    assert executor.submit(jobs.thread_count).result(timeout=TIMEOUT) == 1
+
+
+def test_inline_restores_the_callers_thread_count() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    executor = InlineExecutor(threads_per_worker=before + 1)
+    assert executor.submit(jobs.thread_count).result() == before + 1
+    assert torch.get_num_threads() == before
+
+
+def test_same_numbers_inline_and_processes(processes: ProcessExecutor) -> None:
+    inline = InlineExecutor(threads_per_worker=1)
+    expected = [inline.submit(jobs.tiny_training, seed).result() for seed in (0, 1)]
+    assert expected[0] != expected[1]  # the seed matters, so equality below means something
+    futures = [processes.submit(jobs.tiny_training, seed) for seed in (0, 1)]
+    assert [f.result(timeout=TIMEOUT) for f in futures] == expected
+
+
+@pytest.mark.ray
+def test_same_numbers_on_ray(ray_executor: RayExecutor) -> None:
+    inline = InlineExecutor(threads_per_worker=1)
+    expected = [inline.submit(jobs.tiny_training, seed).result() for seed in (0, 1)]
+    futures = [ray_executor.submit(jobs.tiny_training, seed) for seed in (0, 1)]
+    assert [f.result(timeout=TIMEOUT) for f in futures] == expected
+
+
+def test_processes_run_trials_in_parallel(processes: ProcessExecutor, tmp_path) -> None:
+    assert processes.capacity == 2
+    futures = [processes.submit(jobs.rendezvous, str(tmp_path), f"job{i}", 2) for i in range(2)]
+    (pid_a, met_a), (pid_b, met_b) = (f.result(timeout=TIMEOUT) for f in futures)
+    assert met_a and met_b, "the two jobs never ran at the same time"
+    assert pid_a != pid_b != os.getpid()
+
+
+@pytest.mark.ray
+def test_ray_runs_trials_in_parallel_and_cancels(ray_executor: RayExecutor, tmp_path) -> None:
+    assert ray_executor.capacity == 2
+    futures = [ray_executor.submit(jobs.rendezvous, str(tmp_path), f"job{i}", 2) for i in range(2)]
+    assert all(f.result(timeout=TIMEOUT)[1] for f in futures)
+    # Cancelling frees the CPUs: a later job still runs although both slots were taken.
+    long = [ray_executor.submit(jobs.sleep, 60) for _ in range(3)]
+    assert all(f.cancel() for f in long)
+    _, not_done = concurrent.futures.wait(long, timeout=10)
+    assert not not_done
+    assert ray_executor.submit(jobs.square, 4).result(timeout=TIMEOUT) == 16
+
+
+def test_keyboard_interrupt_kills_process_workers_promptly() -> None:
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with ProcessExecutor(workers=1) as executor:
+            futures = [executor.submit(jobs.sleep, 60) for _ in range(3)]
+            workers = list(executor._pool._processes.values())
+            raise KeyboardInterrupt
+    assert time.monotonic() - start < 20
+    assert workers and not any(w.is_alive() for w in workers)
+    assert futures[-1].cancelled()
+    # Waiting on the killed and cancelled trials returns at once instead of hanging.
+    _, not_done = concurrent.futures.wait(futures, timeout=10)
+    assert not not_done
+    with pytest.raises((concurrent.futures.CancelledError, BrokenProcessPool)):
+        futures[0].result(timeout=1)
+    with pytest.raises(RuntimeError, match="shut down"):
+        executor.submit(jobs.square, 2)
+
+
+def test_make_executor_builds_each_kind() -> None:
+    assert EXECUTORS == ("inline", "processes", "ray")
+    inline = make_executor("inline")
+    assert isinstance(inline, InlineExecutor) and inline.capacity == 1
+    assert inline.threads_per_worker is None
+    with make_executor("processes", workers=2) as pool:
+        assert isinstance(pool, ProcessExecutor) and pool.capacity == 2
+        assert pool.threads_per_worker == max(1, (os.cpu_count() or 1) // 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "dask"}, "inline, processes, ray"),
+        ({"name": "processes", "workers": 0}, "workers must be"),
+        ({"name": "ray", "workers": -2}, "workers must be"),
+        ({"name": "processes", "threads_per_worker": 0}, "threads per worker"),
+        ({"name": "processes", "ray_address": "auto"}, "only applies"),
+    ],
+)
+def test_make_executor_rejects_bad_choices(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        make_executor(**kwargs)
+
+
+def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UserError, match=r"autoprune\[ray\]"):
+        make_executor("ray", workers=1)
+
+
+def test_unreachable_ray_address_is_a_quick_user_error() -> None:
+    pytest.importorskip("ray")
+    start = time.monotonic()
+    with pytest.raises(UserError, match="ray start --head") as caught:
+        RayExecutor(workers=1, address="127.0.0.1:1")
+    assert "\n" not in str(caught.value)
+    assert time.monotonic() - start < 10
