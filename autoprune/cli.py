@@ -27,6 +27,7 @@ HELP = {
     "searcher": "search family (see `autoprune searchers`)",
     "trials": "scored trials to run (policies rejected over budget do not count)",
     "fidelity": "how candidates are scored: bn | kd:N (N distillation steps)",
+    "rungs": "multi-fidelity successive halving, cheapest first (bn,kd:30,kd:100): --trials policies scored at the first rung, the best third promoted to each next; overrides --fidelity",
     "final_steps": "distillation steps of the chosen policy's final fine-tune",
     "feature_distill": "weight of inner (feature) distillation; 0 = logits only",
     "lr": "fine-tune learning rate",
@@ -42,7 +43,7 @@ HELP = {
     "study_name": "name of the study in the storage",
     "resume": "continue the study in --run-dir/--storage",
     "cache_dir": "where trained dense models and decoded data are cached (default ~/.cache/autoprune)",
-    "dense_epochs": "epochs to train the dense model when no checkpoint is given",
+    "dense_epochs": "epochs to train the dense model when no checkpoint is given (default: 10 for digits, 30 otherwise)",
     "train_limit": "use at most this many training images",
     "val_limit": "use at most this many validation images",
     "time_limit": "stop proposing after this many seconds",
@@ -77,6 +78,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("run_dir", help="a run directory made by `autoprune search`")
     w.add_argument("--storage", help="Optuna storage, if not the run directory's SQLite file")
     sub.add_parser("searchers", help="list the available searchers")
+    from autoprune.bench.command import add_bench_args, add_train_args
+
+    b = sub.add_parser("bench", help="benchmark every searcher on reference tasks and write BENCHMARKS.md")
+    add_bench_args(b)
+    t = sub.add_parser("train", help="train a dense reference model once and save its state dict")
+    add_train_args(t)
     return top
 
 
@@ -113,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print("\n".join(searcher_names()))
             return 0
+        if args.command in ("bench", "train"):
+            from autoprune.bench import command as bench_cli
+
+            run = bench_cli.bench_command if args.command == "bench" else bench_cli.train_command
+            return run(args, "autoprune " + shlex.join(argv), console)
     except UserError as exc:
         from rich.text import Text
 

@@ -23,11 +23,22 @@ def search_command(settings: SearchSettings, console: Console, command: str) -> 
     from autoprune.runner import LoopConfig, replay, run_loop
 
     started = time.perf_counter()
+    rungs = None
+    if settings.rungs:  # multi-fidelity: parsed first, so a typo fails before any work
+        from autoprune.multifidelity import (
+            parse_rungs,
+            planned_trials,
+            replay_base,
+            run_multifidelity_loop,
+            top_rung_trials,
+        )
+
+        rungs = parse_rungs(settings.rungs)
     problem = build_problem(settings, log=console.print)
     ledger = open_ledger(problem)
     save_settings(problem)
     searcher = make_run_searcher(problem)
-    told = replay(searcher, ledger)
+    told = replay_base(searcher, ledger, rungs) if rungs else replay(searcher, ledger)
     if told:
         console.print(f"resumed: the searcher learned from {told} trials already in the study")
     console.print(f"run directory: {problem.run_dir}  (watch it live: optuna-dashboard {ledger_url(problem)})")
@@ -35,11 +46,16 @@ def search_command(settings: SearchSettings, console: Console, command: str) -> 
     executor = make_executor(settings.executor, workers=settings.workers, threads_per_worker=problem.scoring.threads,
                              ray_address=settings.ray_address)
     with executor:
-        with SearchProgress(console, settings.trials, problem.metric) as progress:
-            result = run_loop(problem.recipe, problem.template(settings.fidelity), searcher, ledger, executor, loop,
-                              on_trial=progress.update)
+        total = planned_trials(settings.trials, rungs) if rungs else settings.trials
+        with SearchProgress(console, total, problem.metric) as progress:
+            if rungs:
+                result = run_multifidelity_loop(problem.recipe, problem.template(rungs.base), searcher, ledger, executor,
+                                                loop, rungs, on_trial=progress.update)
+            else:
+                result = run_loop(problem.recipe, problem.template(settings.fidelity), searcher, ledger, executor, loop,
+                                  on_trial=progress.update)
         trials = ledger.trials()
-        best = pick(problem, trials, log=console.print)
+        best = pick(problem, top_rung_trials(trials, rungs) if rungs else trials, log=console.print)
         console.print(f"best feasible: trial {best.number} (val acc {best.accuracy:.4f}); final fine-tune of {settings.final_steps} steps")
         final = finalize(problem, ledger, best, executor, log=console.print)
     trials = ledger.trials()
@@ -61,6 +77,8 @@ def build_summary(problem, result, trials, final, command: str, elapsed: float) 
     from autoprune.report import phase_medians
 
     search_trials = [t for t in trials if t.fidelity != "final"]
+    useful = sum(o.timings.get("finetune_s", 0.0) + o.timings.get("evaluate_s", 0.0) for o in result.outcomes)
+    overhead = (result.elapsed_s - useful) / result.elapsed_s if result.elapsed_s > 0 else 0.0
     s = problem.settings
     m = final.outcome.metrics
     return {
@@ -70,9 +88,9 @@ def build_summary(problem, result, trials, final, command: str, elapsed: float) 
         "dense_val_accuracy": problem.task.dense_val_accuracy, "dense_test_accuracy": problem.task.dense_test_accuracy,
         "scored": sum(t.scored for t in search_trials), "rejected": sum(t.state == "rejected" for t in search_trials),
         "failed": sum(t.state == "failed" for t in search_trials), "stopped": result.stopped,
-        "search_s": result.elapsed_s, "elapsed_s": elapsed, "phase_medians": phase_medians(search_trials),
+        "search_s": result.elapsed_s, "elapsed_s": elapsed, "overhead_fraction": overhead, "phase_medians": phase_medians(search_trials),
         "final": {
-            "trial": final.trial.number, "search_trial": final.trial.metrics.get("parent_trial"),
+            "trial": final.trial.number, "search_trial": final.search_trial,
             "val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
             "macs": m.get("macs"), "params": m.get("params"), "latency_ms": m.get("latency_ms"),
             "verified_cost": final.verified_cost, "within_budget": final.verified_cost <= problem.limit,

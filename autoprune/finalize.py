@@ -25,6 +25,7 @@ from autoprune.trial import TrialOutcome, run_trial, slim
 @dataclass(frozen=True)
 class FinalResult:
     trial: Trial
+    search_trial: int
     outcome: TrialOutcome
     verified_cost: float
     model_path: Path
@@ -46,13 +47,18 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
         )
     if problem.metric != "latency_ms":
         return ranked[0]
+    measured: list[tuple[float, Trial]] = []
     for trial in ranked[:recheck]:
         model, _ = slim(problem.task, problem.space, trial.policy, problem.settings.criterion, problem.settings.seed)
         latency = statistics.median(measure_costs(model, problem.cost)["latency_ms"] for _ in range(3))
         if latency <= problem.limit:
             return trial
+        measured.append((latency, trial))
         log(f"trial {trial.number}: re-measured {latency:.2f} ms is over the {problem.limit:.2f} ms budget; next candidate")
-    return ranked[0] if not ranked[recheck:] else ranked[recheck]
+    latency, fastest = min(measured, key=lambda item: item[0])
+    log(f"none of the {len(measured)} best candidates stays within budget when re-measured; "
+        f"taking the fastest, trial {fastest.number} ({latency:.2f} ms): the machine may be busy")
+    return fastest
 
 
 def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> FinalResult:
@@ -102,7 +108,7 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
         },
     }
     policy_path = save_policy(run_dir / "policy.yaml", best.policy, problem.space, **provenance)
-    return FinalResult(final, outcome, float(verified_cost), model_path, policy_path)
+    return FinalResult(final, best.number, outcome, float(verified_cost), model_path, policy_path)
 
 
 def write_summary(run_dir: Path, data: dict[str, Any]) -> Path:

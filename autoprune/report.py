@@ -123,7 +123,9 @@ def write_report(run_dir: Path, summary: dict[str, Any], trials: Sequence[Trial]
     phases = summary.get("phase_medians") or {}
     if phases:
         lines += ["", "## Time per scored trial (median seconds)", "", "| " + " | ".join(phases) + " |",
-                  "|" + "---|" * len(phases), "| " + " | ".join(f"{v:.2f}" for v in phases.values()) + " |"]
+                  "|" + "---|" * len(phases), "| " + " | ".join(f"{v:.2f}" for v in phases.values()) + " |", "",
+                  f"Framework overhead beyond fine-tune and evaluation: {100 * summary.get('overhead_fraction', 0):.1f}% "
+                  f"of the {summary['search_s']:.0f} s search (pruning, measuring, rejected policies, ledger, workers)."]
     lines += ["", f"Regenerate: `{summary['command']}`", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

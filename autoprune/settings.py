@@ -32,6 +32,7 @@ class SearchSettings:
     searcher: str = "random"
     trials: int = 24
     fidelity: str = "kd:100"
+    rungs: str | None = None
     final_steps: int = 600
     feature_distill: float = 0.0
     lr: float = 0.01
@@ -47,7 +48,7 @@ class SearchSettings:
     study_name: str = "autoprune"
     resume: bool = False
     cache_dir: str | None = None
-    dense_epochs: int = 30
+    dense_epochs: int | None = None
     train_limit: int | None = None
     val_limit: int | None = None
     time_limit: float | None = None

@@ -1,0 +1,358 @@
+"""The task: a dense model and its data, rebuilt in any process from a small picklable recipe.
+
+Without a checkpoint the dense model is trained once and cached under
+``<cache_dir>/dense/<model>-<data>-<hash12>.pt`` (state dict and accuracies, loaded with
+``weights_only=True``); every later call, in any process, loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from autoprune.data import DataSplits, Split, batches, default_cache_dir, load_data
+from autoprune.errors import UserError
+from autoprune.models import build_model, load_checkpoint
+
+TRAIN_FORMAT = 1  # bump when train_dense changes, so stale cached models are not reused
+# Dense-training epochs when the recipe leaves them unset, by data kind (the part before ":").
+# Digits reach >= 98% val accuracy in 8-10 epochs; 30 would take minutes on a 2-core CPU.
+DEFAULT_DENSE_EPOCHS = {"digits": 10}
+FALLBACK_DENSE_EPOCHS = 30
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """Everything needed to rebuild a task; picklable and hashable (workers get this, not models)."""
+
+    model: str = "resnet20"
+    data: str = "digits"
+    checkpoint: str | None = None
+    image_size: int | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+    dense_epochs: int | None = None  # None -> the data set's default (DEFAULT_DENSE_EPOCHS)
+    train_limit: int | None = None
+    val_limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (JSON/YAML-friendly)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskRecipe:
+        """Inverse of :meth:`to_dict`; an unknown key or a wrongly typed value is a UserError."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in d.items():
+            if key not in fields:
+                raise UserError(f"unknown task setting {key!r}; known: {', '.join(fields)}")
+            if key in ("model", "data") and not isinstance(value, str):
+                raise UserError(f"task setting {key} must be a string, got {value!r}")
+            if (
+                key in ("checkpoint", "cache_dir")
+                and value is not None
+                and not isinstance(value, str)
+            ):
+                raise UserError(f"task setting {key} must be a path string, got {value!r}")
+            if key in ("image_size", "seed", "dense_epochs", "train_limit", "val_limit"):
+                optional = key != "seed"
+                ok = isinstance(value, int) and not isinstance(value, bool)
+                if not (ok and value >= 0) and not (optional and value is None):
+                    raise UserError(
+                        f"task setting {key} must be a non-negative integer, got {value!r}"
+                    )
+        return cls(**d)
+
+
+@dataclass
+class Task:
+    """A trained dense model (eval mode) with its data. Deep-copy ``model`` before changing it."""
+
+    recipe: TaskRecipe
+    model: nn.Module
+    data: DataSplits
+    input_shape: tuple[int, int, int]
+    dense_val_accuracy: float
+    dense_test_accuracy: float
+
+    def example_inputs(self, batch: int = 1) -> torch.Tensor:
+        """Zeros of shape (batch, C, H, W)."""
+        return torch.zeros(batch, *self.input_shape)
+
+
+def cache_dir(recipe_or_none: TaskRecipe | None = None) -> Path:
+    """The recipe's cache dir, else ``$AUTOPRUNE_CACHE``, else ``~/.cache/autoprune``."""
+    if recipe_or_none is not None and recipe_or_none.cache_dir:
+        return Path(recipe_or_none.cache_dir).expanduser()
+    return default_cache_dir()
+
+
+def accuracy(model: nn.Module, data: DataSplits, split: Split, batch_size: int = 256) -> float:
+    """Fraction of ``split`` classified correctly (eval mode, no grad; the mode is restored)."""
+    if len(split) == 0:
+        raise UserError("cannot measure accuracy on an empty split")
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        with torch.no_grad():
+            for x, y in batches(data, split, batch_size, seed=0, shuffle=False):
+                correct += int((model(x).argmax(1) == y).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(split)
+
+
+def train_dense(
+    model: nn.Module,
+    data: DataSplits,
+    *,
+    epochs: int,
+    seed: int,
+    split: Split | None = None,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    progress: bool = False,
+    description: str = "training",
+) -> nn.Module:
+    """Train ``model`` in place on ``split`` (default: train) and return it in eval mode.
+
+    SGD with Nesterov momentum, ``lr`` scaled by batch_size/128, cosine decay per step, weight
+    decay, augmentation when ``data.augment``. Batches are drawn from generators seeded by
+    ``seed`` and the epoch, so a run is reproducible given the model's initial weights.
+    """
+    split = data.train if split is None else split
+    if len(split) == 0:
+        raise UserError("cannot train on an empty split")
+    drop_last = len(split) >= 2 * batch_size
+    steps_per_epoch = len(split) // batch_size if drop_last else math.ceil(len(split) / batch_size)
+    total = max(1, epochs * steps_per_epoch)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=lr * batch_size / 128,
+        momentum=momentum,
+        nesterov=True,
+        weight_decay=weight_decay,
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    model.train()
+    with _progress_bar(progress, description, total) as advance:
+        for epoch in range(epochs):
+            for x, y in batches(
+                data,
+                split,
+                batch_size,
+                seed=seed * 100_003 + epoch,
+                shuffle=True,
+                augment=data.augment,
+                drop_last=drop_last,
+            ):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                advance(epoch, float(loss.detach()))
+    return model.eval()
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Any]:
+    if not enabled:
+        yield lambda epoch, loss: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+        console=_console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total, epoch=0, loss=float("nan"))
+        yield lambda epoch, loss: bar.update(task, advance=1, epoch=epoch + 1, loss=loss)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def dense_epochs(recipe: TaskRecipe, data: DataSplits) -> int:
+    """The recipe's dense epochs, or the default for its data kind (digits 10, otherwise 30)."""
+    if recipe.dense_epochs is not None:
+        return recipe.dense_epochs
+    return DEFAULT_DENSE_EPOCHS.get(data.name.partition(":")[0], FALLBACK_DENSE_EPOCHS)
+
+
+def _data_fingerprint(data: DataSplits) -> str:
+    h = hashlib.sha256()
+    imgs = data.train.images
+    step = max(1, imgs.shape[0] // 64)
+    h.update(str(tuple(imgs.shape)).encode())
+    h.update(imgs[::step].contiguous().numpy().tobytes())
+    h.update(data.train.labels.numpy().tobytes())
+    return h.hexdigest()
+
+
+def training_key(recipe: TaskRecipe, data: DataSplits) -> str:
+    """12 hex digits over everything that affects the trained dense weights."""
+    fields = {
+        "format": TRAIN_FORMAT,
+        "model": recipe.model,
+        "data": data.name,
+        "input_shape": data.input_shape,
+        "seed": recipe.seed,
+        "dense_epochs": dense_epochs(recipe, data),
+        "train_limit": recipe.train_limit,
+        "train_data": _data_fingerprint(data),
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def dense_cache_path(recipe: TaskRecipe, data: DataSplits) -> Path:
+    """``<cache_dir>/dense/<model>-<dataname>-<hash12>.pt``."""
+    kind, _, where = data.name.partition(":")
+    dataname = f"{kind}-{Path(where).name}" if where else kind
+    stem = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{recipe.model}-{dataname}")
+    return cache_dir(recipe) / "dense" / f"{stem}-{training_key(recipe, data)}.pt"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock so concurrent workers train a missing model once (POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock, at worst duplicated work
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_cached(path: Path, model: nn.Module) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(blob["state_dict"], strict=True)
+        float(blob["val_accuracy"]), float(blob["test_accuracy"])
+        return blob
+    except Exception:  # damaged or stale cache entry: train again
+        return None
+
+
+def _write_atomic(path: Path, blob: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+_TASKS: dict[TaskRecipe, Task] = {}
+
+
+def clear_task_cache() -> None:
+    """Forget the tasks built in this process (tests use it)."""
+    _TASKS.clear()
+
+
+def load_task(recipe: TaskRecipe, *, progress: bool = False) -> Task:
+    """Build (once per process) the task described by ``recipe``; see the module docstring.
+
+    The returned Task is shared by every caller in this process: copy its model before pruning.
+    """
+    cached = _TASKS.get(recipe)
+    if cached is not None:
+        return cached
+    data = load_data(
+        recipe.data,
+        image_size=recipe.image_size,
+        seed=recipe.seed,
+        cache_dir=cache_dir(recipe),
+        progress=progress,
+    )
+    data = data.with_limits(recipe.train_limit, recipe.val_limit, recipe.seed)
+    c, h, w = data.input_shape
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model, num_classes=data.num_classes, in_channels=c)
+    if recipe.checkpoint is not None:
+        load_checkpoint(model, recipe.checkpoint, spec=recipe.model)
+        model.eval()
+        val_acc, test_acc = accuracy(model, data, data.val), accuracy(model, data, data.test)
+    else:
+        val_acc, test_acc = _dense_model(recipe, data, model, progress)
+    task = Task(recipe, model.eval(), data, (c, h, w), val_acc, test_acc)
+    _TASKS[recipe] = task
+    return task
+
+
+def _dense_model(
+    recipe: TaskRecipe, data: DataSplits, model: nn.Module, progress: bool
+) -> tuple[float, float]:
+    """Load the cached dense weights into ``model``, or train and cache them; (val, test) acc."""
+    path = dense_cache_path(recipe, data)
+    epochs = dense_epochs(recipe, data)
+    initial = copy.deepcopy(model.state_dict())
+    with _file_lock(path.with_name(path.name + ".lock")):
+        blob = _read_cached(path, model)
+        if blob is None:
+            model.load_state_dict(initial)
+            _console().print(
+                f"training the dense {recipe.model} on {data.name} once "
+                f"({epochs} epochs, {len(data.train)} images); cached at {path}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            train_dense(
+                model,
+                data,
+                epochs=epochs,
+                seed=recipe.seed,
+                progress=progress,
+                description=f"training {recipe.model}",
+            )
+            blob = {
+                "state_dict": model.state_dict(),
+                "val_accuracy": accuracy(model, data, data.val),
+                "test_accuracy": accuracy(model, data, data.test),
+                "val_limit": recipe.val_limit,
+                "recipe": recipe.to_dict(),
+            }
+            _write_atomic(path, blob)
+    model.eval()
+    val_acc = float(blob["val_accuracy"])
+    if blob.get("val_limit", None) != recipe.val_limit:  # same weights, other val subset
+        val_acc = accuracy(model, data, data.val)
+    return val_acc, float(blob["test_accuracy"])
