@@ -69,6 +69,12 @@ def resolve_rules(settings: SearchSettings) -> SpaceRules:
     return rules.with_granularity(settings.granularity)
 
 
+def absolute_data_spec(spec: str) -> str:
+    """``kind:DIR`` with DIR made absolute, so workers in other directories read the same data."""
+    kind, sep, path = spec.partition(":")
+    return f"{kind}:{Path(path).expanduser().resolve()}" if sep and path else spec
+
+
 def run_dir_for(settings: SearchSettings) -> Path:
     if settings.run_dir:
         return Path(settings.run_dir)
@@ -86,7 +92,8 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
         raise UserError(f"--workers must be at least 1, got {settings.workers}")
     rules = resolve_rules(settings)
     recipe = TaskRecipe(
-        model=settings.model, data=settings.data, checkpoint=settings.checkpoint, image_size=settings.image_size,
+        model=settings.model, data=absolute_data_spec(settings.data), checkpoint=str(Path(settings.checkpoint).expanduser().resolve()) if settings.checkpoint else None,
+        image_size=settings.image_size,
         seed=settings.seed, cache_dir=settings.cache_dir, dense_epochs=settings.dense_epochs,
         train_limit=settings.train_limit, val_limit=settings.val_limit,
     )

@@ -29,14 +29,14 @@ class SearchSettings:
     space: str | None = None
     granularity: str = "slot"
     criterion: str = "magnitude"
-    searcher: str = "random"
-    trials: int = 24
+    searcher: str = "tpe"
+    trials: int = 20
     fidelity: str = "kd:100"
     rungs: str | None = None
     final_steps: int = 600
     feature_distill: float = 0.0
     lr: float = 0.01
-    latency_batch: int = 16
+    latency_batch: int = 32
     latency_threads: int = 1
     executor: str = "inline"
     workers: int = 1

@@ -47,7 +47,7 @@ def test_digits_split_is_a_deterministic_partition() -> None:
 
 def test_digits_natural_size_and_values() -> None:
     d = load_data("digits")
-    assert d.input_shape == (1, 32, 32)
+    assert d.input_shape == (1, 16, 16)
     assert int(d.train.images.max()) == 255 and int(d.train.images.min()) == 0
 
 
