@@ -172,12 +172,12 @@ def apply_command(args: argparse.Namespace, console: Console) -> int:
     from autoprune.trial import slim
 
     policy, prov = load_policy(args.policy)
-    model = args.model or prov.get("model") or "resnet20"
-    recipe = TaskRecipe(
-        model=model, data=args.data or prov.get("data") or "digits",
-        checkpoint=args.checkpoint or prov.get("checkpoint"), image_size=prov.get("image_size"),
-        seed=int(prov.get("seed", 0)), cache_dir=args.cache_dir,
-    )
+    saved = dict(prov.get("recipe") or {"model": prov.get("model", "resnet20"), "data": prov.get("data", "digits"),
+                                        "image_size": prov.get("image_size"), "seed": int(prov.get("seed", 0))})
+    overrides = {"model": args.model, "data": args.data, "checkpoint": args.checkpoint, "cache_dir": args.cache_dir}
+    saved.update({k: v for k, v in overrides.items() if v is not None})
+    recipe = TaskRecipe.from_dict(saved)
+    model = recipe.model
     task = load_task(recipe, progress=True)
     rules = load_rules(prov.get("search_space") or default_rules_name(model)).with_granularity(prov.get("granularity", "slot"))
     space = SearchSpace.from_model(task.model, task.example_inputs(), rules)

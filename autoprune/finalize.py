@@ -96,6 +96,7 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
         "cost_settings": problem.cost.describe(), "searcher": best.searcher, "search_trial": best.number,
         "final_trial": number, "study": settings.study_name, "storage": ledger.study._storage.__class__.__name__,
         "run_dir": str(run_dir), "seed": settings.seed,
+        "recipe": {k: v for k, v in problem.recipe.to_dict().items() if k != "cache_dir"},
         "metrics": {
             "search_val_accuracy": best.accuracy,
             "val_accuracy": outcome.metrics.get("val_accuracy"),

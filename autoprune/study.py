@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,9 @@ class Ledger:
             if saved_vars and saved_vars != [v.name for v in space.variables]:
                 raise UserError(f"--resume: study {study_name!r} searched other variables (granularity or rules changed)")
         else:
-            study.set_metric_names([OBJECTIVE])
+            with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard reads
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([OBJECTIVE])
             study.set_user_attr("fingerprint", space.fingerprint)
             study.set_user_attr("variables", [v.name for v in space.variables])
             for key, value in (attrs or {}).items():

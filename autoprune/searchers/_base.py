@@ -100,11 +100,11 @@ class Searcher(abc.ABC):
     def is_new(self, policy: Policy) -> bool:
         return policy_key(policy) not in self._seen
 
-    def _setup(self) -> None:
+    def _setup(self) -> None:  # noqa: B027 - an optional hook, empty by design
         """Hook: prepare after the context is known."""
 
     @abc.abstractmethod
     def _ask(self, n: int) -> list[Policy]: ...
 
-    def _tell(self, trial: Trial) -> None:
+    def _tell(self, trial: Trial) -> None:  # noqa: B027 - baselines ignore results
         """Hook: learn from a trial (baselines ignore results)."""
