@@ -1,0 +1,136 @@
+"""Arguments of ``autoprune bench`` and ``autoprune train``, and what each does once parsed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from autoprune.errors import UserError
+
+QUICK_SEEDS, SEEDS = 1, 3
+QUICK_FIDELITY_POLICIES, FIDELITY_POLICIES = 6, 30
+QUICK_THROUGHPUT_TRIALS, THROUGHPUT_TRIALS = 2, 6
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    from autoprune.bench.harness import DEFAULT_DATA_ROOT
+
+    p.add_argument("--data-root", help=f"CIFAR-10 ImageFolder tree (train/<class>/*, test/<class>/*) "
+                   f"[default: {DEFAULT_DATA_ROOT}]")
+    p.add_argument("--quick", action="store_true", help="tiny subsets and a few cheap trials (minutes; for tests)")
+    p.add_argument("--seeds", type=int, help=f"search seeds per searcher [default: {SEEDS}; --quick {QUICK_SEEDS}]")
+    p.add_argument("--trials", type=int, help="scored trials per search in the equal-trials view [default: the recipe's]")
+    p.add_argument("--time-limit", type=float, help="seconds per search in the equal-time view "
+                   "[default: the median time random search took for the equal-trials view]")
+    p.add_argument("--out", default="BENCHMARKS.md", help="the report to write [default: BENCHMARKS.md]")
+    p.add_argument("--figures-dir", help="where the PNG figures go [default: benchmarks/figures next to --out]")
+    p.add_argument("--runs-dir", default="benchmarks/runs", help="run directories and the Optuna storage "
+                   "[default: benchmarks/runs]")
+    p.add_argument("--searchers", help="comma-separated searcher names [default: every registered searcher]")
+    p.add_argument("--study", action="append", help="a bench recipe (repeatable) [default: studies/bench_*.yaml]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe setting for every task (repeatable; VALUE null clears it)")
+    p.add_argument("--sections", help="comma-separated: trials,time,fidelity,throughput [default: all]")
+    p.add_argument("--executors", help="comma-separated executors for the throughput section "
+                   "[default: inline,processes,ray]")
+    p.add_argument("--fidelity-policies", type=int, help=f"random policies of the fidelity study "
+                   f"[default: {FIDELITY_POLICIES}; --quick {QUICK_FIDELITY_POLICIES}]")
+    p.add_argument("--throughput-trials", type=int, help=f"scored trials per throughput run "
+                   f"[default: {THROUGHPUT_TRIALS}; --quick {QUICK_THROUGHPUT_TRIALS}]")
+    p.add_argument("--cache-dir", help="cache of decoded data and dense models")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="resnet20 | resnet56 | mobilenetv2 (name:key=value,...)")
+    p.add_argument("--data", required=True, help="imagefolder:DIR | cifar10:DIR | digits")
+    p.add_argument("--out", required=True, help="where the state dict goes (a JSON training record goes beside it)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs [default: 30]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and of training [default: 0]")
+    p.add_argument("--image-size", type=int, help="input resolution [default: the data's]")
+    p.add_argument("--batch-size", type=int, default=128, help="[default: 128]")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine decay) [default: 0.1]")
+    p.add_argument("--train-limit", type=int, help="train on at most this many images [default: all]")
+    p.add_argument("--cache-dir", help="cache of decoded data")
+
+
+def _names(text: str | None, allowed: list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
+    if text is None:
+        return tuple(allowed)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise UserError(f"unknown {what} {', '.join(unknown) or repr(text)}; choose from {', '.join(allowed)}")
+    return names
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (VALUE read as YAML: numbers, null, strings) checked against the settings."""
+    import yaml
+
+    from autoprune.settings import FIELDS
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in FIELDS:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(FIELDS)}")
+        parsed = yaml.safe_load(value) if value.strip() else None
+        out[key] = str(parsed) if key == "budget" and parsed is not None else parsed
+    return out
+
+
+def bench_config(args: argparse.Namespace, command: str):
+    """A BenchConfig from parsed arguments; bad input is a UserError (exit 2)."""
+    from autoprune.bench.harness import (
+        EXECUTORS,
+        SECTIONS,
+        BenchConfig,
+        resolve_data_root,
+        resolve_studies,
+    )
+    from autoprune.searchers import searcher_names
+
+    data_root = resolve_data_root(args.data_root)
+    studies = resolve_studies(args.study)
+    if args.quick and not args.study:  # quick: the first reference task only, unless recipes are named
+        studies = studies[:1]
+    for study in studies:
+        if not study.is_file():
+            raise UserError(f"bench recipe {study} does not exist (run from the repository root, or pass --study)")
+    quick = bool(args.quick)
+    seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if quick else SEEDS)
+    for flag, value in (("--seeds", seeds), ("--trials", args.trials), ("--fidelity-policies", args.fidelity_policies),
+                        ("--throughput-trials", args.throughput_trials)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    out = Path(args.out)
+    return BenchConfig(
+        data_root=data_root, studies=studies, searchers=_names(args.searchers, searcher_names(), "searcher"),
+        seeds=seeds, quick=quick, trials=args.trials, time_limit=args.time_limit, out=out,
+        runs_dir=Path(args.runs_dir),
+        figures_dir=Path(args.figures_dir) if args.figures_dir else out.parent / "benchmarks" / "figures",
+        sections=_names(args.sections, SECTIONS, "section"), executors=_names(args.executors, EXECUTORS, "executor"),
+        fidelity_policies=args.fidelity_policies or (QUICK_FIDELITY_POLICIES if quick else FIDELITY_POLICIES),
+        throughput_trials=args.throughput_trials or (QUICK_THROUGHPUT_TRIALS if quick else THROUGHPUT_TRIALS),
+        overrides=parse_overrides(args.set), cache_dir=args.cache_dir, command=command,
+    )
+
+
+def bench_command(args: argparse.Namespace, command: str, console) -> int:
+    from autoprune.bench.harness import run_bench
+
+    cfg = bench_config(args, command)
+    run_bench(cfg, log=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    return 0
+
+
+def train_command(args: argparse.Namespace, command: str, console) -> int:
+    from autoprune.bench.dense import TrainSpec, train_reference
+
+    spec = TrainSpec(model=args.model, data=args.data, out=Path(args.out), epochs=args.epochs, seed=args.seed,
+                     image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
+                     train_limit=args.train_limit, cache_dir=args.cache_dir)
+    train_reference(spec, command, log=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    return 0

@@ -1,0 +1,103 @@
+"""``autoprune train``: the project's own training command for the dense reference models.
+
+Trains a built-in model on the training split only (the validation split is carved from the
+training images with the seed, and the test split is evaluated once at the end), writes the
+state dict to ``--out`` and a sidecar ``<out>.json`` with the exact command, the accuracies, the
+epochs, the time taken and the versions. ``autoprune bench`` reads the sidecar to say how its
+dense models were made; every later run loads the weights instead of retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoprune.errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What ``autoprune train`` trains (defaults match the bench recipes)."""
+
+    model: str
+    data: str
+    out: Path
+    epochs: int = 30
+    seed: int = 0
+    image_size: int | None = None
+    batch_size: int = 128
+    lr: float = 0.1
+    train_limit: int | None = None
+    cache_dir: str | None = None
+
+
+def sidecar_path(checkpoint: Path) -> Path:
+    return checkpoint.with_suffix(".json")
+
+
+def read_sidecar(checkpoint: Path) -> dict[str, Any]:
+    """The training record next to a checkpoint, or {} when there is none (or it is damaged)."""
+    path = sidecar_path(checkpoint)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def train_command_for(settings, checkpoint: str) -> str:
+    """The ``autoprune train`` command that makes ``checkpoint`` for these search settings."""
+    args = ["autoprune", "train", "--model", settings.model, "--data", settings.data,
+            "--epochs", str(settings.dense_epochs), "--seed", str(settings.seed), "--out", checkpoint]
+    if settings.image_size:
+        args += ["--image-size", str(settings.image_size)]
+    return shlex.join(args)
+
+
+def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, Any]:
+    """Train, evaluate once on val and test, save the state dict and the sidecar; the record."""
+    import torch
+
+    from autoprune.data import load_data
+    from autoprune.models import build_model
+    from autoprune.task import accuracy, train_dense
+
+    if spec.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {spec.epochs}")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    data = load_data(spec.data, image_size=spec.image_size, seed=spec.seed, cache_dir=spec.cache_dir)
+    data = data.with_limits(spec.train_limit, None, spec.seed)
+    c, _, _ = data.input_shape
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, num_classes=data.num_classes, in_channels=c)
+    log(f"training {spec.model} on {data.name}: {len(data.train)} training images ({len(data.val)} held out for "
+        f"validation, {len(data.test)} test), {spec.epochs} epochs")
+    started = time.perf_counter()
+    train_dense(model, data, epochs=spec.epochs, seed=spec.seed, batch_size=spec.batch_size, lr=spec.lr,
+                progress=True, description=f"training {spec.model}")
+    seconds = time.perf_counter() - started
+    record = {
+        "command": command, "model": spec.model, "data": spec.data, "seed": spec.seed, "epochs": spec.epochs,
+        "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size, "train_limit": spec.train_limit,
+        "train_images": len(data.train), "val_images": len(data.val), "test_images": len(data.test),
+        "val_accuracy": accuracy(model, data, data.val), "test_accuracy": accuracy(model, data, data.test),
+        "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": _versions(),
+    }
+    spec.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), spec.out)
+    sidecar_path(spec.out).write_text(json.dumps(record, indent=2) + "\n")
+    log(f"wrote {spec.out} (val {record['val_accuracy']:.4f}, test {record['test_accuracy']:.4f}, "
+        f"{seconds / 60:.1f} min) and {sidecar_path(spec.out)}")
+    return record
+
+
+def _versions() -> dict[str, str]:
+    from autoprune.bench.markdown import package_versions
+
+    return package_versions()

@@ -1,0 +1,379 @@
+"""The benchmark harness behind ``autoprune bench``: every searcher on the same reference tasks.
+
+For each study recipe (``studies/bench_*.yaml``) the task is built once (data split and dense
+model fixed by the recipe's seed), then every searcher runs once per search seed in two views:
+the same number of scored trials, and the same wall-clock budget. Every policy found gets the
+same final fine-tune and one test-split evaluation (``finalize``). All studies go into one
+Optuna SQLite storage per bench run, so ``optuna-dashboard`` shows them side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoprune.bench.dense import read_sidecar, train_command_for
+from autoprune.bench.metrics import best_so_far, hypervolume
+from autoprune.errors import UserError
+from autoprune.settings import SearchSettings, load_study_recipe, settings_from_dict
+
+DEFAULT_DATA_ROOT = "../shared/data/cifar10"
+DEFAULT_STUDIES = (
+    "studies/bench_cifar10_resnet20_latency50.yaml",
+    "studies/bench_cifar10_resnet20_latency30.yaml",
+    "studies/bench_cifar10_mobilenetv2.yaml",
+)
+SECTIONS = ("trials", "time", "fidelity", "throughput")
+EXECUTORS = ("inline", "processes", "ray")
+# --quick: tiny subsets, few and cheap trials; flags and --set still override these.
+QUICK: dict[str, Any] = {
+    "trials": 3, "fidelity": "kd:3", "final_steps": 10, "train_limit": 500, "val_limit": 200, "dense_epochs": 1,
+}
+QUICK_TIME_LIMIT_S = 10.0
+TIME_VIEW_TRIAL_CAP = 1000  # the equal-time view stops on time, not on trials
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one ``autoprune bench`` invocation runs (see ``autoprune bench --help``)."""
+
+    data_root: Path
+    studies: tuple[Path, ...]
+    searchers: tuple[str, ...]
+    seeds: int
+    quick: bool = False
+    trials: int | None = None
+    time_limit: float | None = None
+    out: Path = Path("BENCHMARKS.md")
+    runs_dir: Path = Path("benchmarks/runs")
+    figures_dir: Path = Path("benchmarks/figures")
+    sections: tuple[str, ...] = SECTIONS
+    executors: tuple[str, ...] = EXECUTORS
+    fidelity_policies: int = 30
+    throughput_trials: int = 6
+    overrides: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    command: str = "autoprune bench"
+
+
+@dataclass
+class TaskSetup:
+    """A reference task: its recipe, the settings used, the built problem (or why it failed)."""
+
+    name: str
+    study: str
+    settings: SearchSettings
+    dense: dict[str, Any]
+    problem: Any = None
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    """One search run of one searcher with one seed in one view, plain data for JSON."""
+
+    task: str
+    view: str
+    searcher: str
+    seed: int
+    study_name: str
+    run_dir: str
+    scored: int = 0
+    rejected: int = 0
+    stopped: str = ""
+    wall_s: float = 0.0
+    loop_s: float = 0.0
+    finetune_s: float = 0.0
+    evaluate_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    curve: list[float | None] = field(default_factory=list)
+    points: list[tuple[float, float]] = field(default_factory=list)
+    hypervolume: float = 0.0
+    search_accuracy: float | None = None
+    final_val: float | None = None
+    final_test: float | None = None
+    final_cost: float | None = None
+    limit: float = math.nan
+    within_budget: bool | None = None
+    error: str | None = None
+
+    @property
+    def overhead(self) -> float:
+        """Fraction of the search's wall time not spent fine-tuning or evaluating."""
+        if self.wall_s <= 0:
+            return math.nan
+        return (self.wall_s - self.finetune_s - self.evaluate_s) / self.wall_s
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    machine: dict[str, Any]
+    tasks: list[TaskSetup]
+    runs: list[RunResult]
+    time_limits: dict[str, float]
+    fidelity: dict[str, Any] | None
+    throughput: list[dict[str, Any]]
+    root: Path
+    storage: str
+    elapsed_s: float
+
+
+def resolve_data_root(given: str | None) -> Path:
+    """The CIFAR-10 ImageFolder tree to use; a UserError (exit 2) says how to point at one."""
+    root = Path(given if given is not None else DEFAULT_DATA_ROOT).expanduser()
+    hint = ("pass --data-root DIR pointing at a CIFAR-10 ImageFolder tree (DIR/train/<class>/*.jpg and "
+            "DIR/test/<class>/*.jpg)")
+    if not root.is_dir():
+        where = "--data-root" if given is not None else "the default data root"
+        raise UserError(f"{where} {root} does not exist; {hint}")
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        raise UserError(f"{root} has no train/ and test/ folders; {hint}")
+    return root
+
+
+def resolve_studies(paths: list[str] | None) -> tuple[Path, ...]:
+    """Recipe paths as given, or the default bench recipes (looked up here, then in the repository)."""
+    if paths:
+        return tuple(Path(p) for p in paths)
+    repo = Path(__file__).resolve().parents[2]
+    out = []
+    for rel in DEFAULT_STUDIES:
+        here = Path(rel)
+        out.append(here if here.is_file() else repo / rel)
+    return tuple(out)
+
+
+def task_name(study: Path) -> str:
+    stem = study.stem
+    return stem[len("bench_"):] if stem.startswith("bench_") else stem
+
+
+def task_settings(study: Path, cfg: BenchConfig, *, quick: bool | None = None) -> SearchSettings:
+    """Recipe, then the quick profile, then --trials and --set, then the data root."""
+    data = load_study_recipe(study)
+    if data.get("rungs"):
+        raise UserError(f"{study}: bench recipes score every trial at one fidelity; remove `rungs`")
+    if cfg.quick if quick is None else quick:
+        data.update(QUICK)
+    if cfg.trials is not None:
+        data["trials"] = cfg.trials
+    data.update(cfg.overrides)
+    data["data"] = f"imagefolder:{cfg.data_root}"
+    if cfg.cache_dir:
+        data["cache_dir"] = cfg.cache_dir
+    return settings_from_dict(data, str(study))
+
+
+def dense_provenance(settings: SearchSettings, full: SearchSettings, quick: bool,
+                     log: Log) -> tuple[SearchSettings, dict[str, Any]]:
+    """Where the dense weights come from; a missing checkpoint is an error outside quick mode.
+    ``full`` is the recipe without the quick profile: its training command is the one to run."""
+    ckpt = settings.checkpoint
+    if ckpt and Path(ckpt).is_file():
+        side = read_sidecar(Path(ckpt))
+        return settings, {"source": "checkpoint", "checkpoint": ckpt, "command": side.get("command"),
+                          "trained": side}
+    if ckpt:
+        cmd = train_command_for(full, ckpt)
+        if not quick:
+            raise UserError(f"dense weights {ckpt} do not exist; train them once with: {cmd}")
+        log(f"note: {ckpt} is missing; quick mode trains a throwaway dense model instead (make it with: {cmd})")
+    settings = settings.replace(checkpoint=None)
+    return settings, {"source": "harness", "checkpoint": None, "command": None,
+                      "epochs": settings.dense_epochs, "train_limit": settings.train_limit}
+
+
+def stage_tasks(cfg: BenchConfig, log: Log) -> list[TaskSetup]:
+    """Every recipe read and checked (settings, dense weights) before any work starts."""
+    staged = []
+    for study in cfg.studies:
+        settings = task_settings(study, cfg)
+        full = task_settings(study, cfg, quick=False)
+        settings, dense = dense_provenance(settings, full, cfg.quick, log)
+        staged.append(TaskSetup(task_name(study), str(study), settings, dense))
+    names = [t.name for t in staged]
+    if len(set(names)) != len(names):
+        raise UserError(f"two bench recipes share a task name ({', '.join(names)}); rename one file")
+    return staged
+
+
+def build_tasks(staged: list[TaskSetup], log: Log) -> list[TaskSetup]:
+    """Build each task's problem once; a task whose budget cannot be met is kept with its error."""
+    from autoprune.pipeline import build_problem
+
+    for task in staged:
+        log(f"== task {task.name}: {task.settings.model}, {task.settings.target} budget {task.settings.budget}")
+        try:
+            task.problem = build_problem(task.settings.replace(searcher="random"), log=log)
+        except UserError as exc:
+            task.error = str(exc)
+            log(f"task {task.name} skipped: {exc}")
+            continue
+        p = task.problem
+        _warm_estimate(p)
+        task.dense.update(val_accuracy=p.task.dense_val_accuracy, test_accuracy=p.task.dense_test_accuracy,
+                          costs=dict(p.dense), limit=p.limit, metric=p.metric, floor=p.floor,
+                          cost_settings=p.cost.describe(), test_images=len(p.task.data.test),
+                          val_images=len(p.task.data.val), train_images=len(p.task.data.train))
+    return staged
+
+
+def _warm_estimate(problem) -> None:
+    """Build the cost estimate (the latency lookup table is profiled once and cached on disk) before
+    any timed search, so the first searcher does not pay for it."""
+    from autoprune.pipeline import search_context
+
+    search_context(problem).estimate(problem.space.dense())
+
+
+def run_search(base, *, view: str, searcher: str, seed: int, trials: int, time_limit: float | None,
+               storage: str, run_dir: Path, executor, task: str) -> RunResult:
+    """One search and its final fine-tune; a searcher's failure is recorded, never raised."""
+    from autoprune.finalize import finalize, pick
+    from autoprune.pipeline import make_run_searcher, open_ledger, save_settings
+    from autoprune.report import phase_medians
+    from autoprune.runner import LoopConfig, run_loop
+
+    study_name = f"{task}/{view}/{searcher}/seed{seed}"
+    settings = base.settings.replace(searcher=searcher, seed=seed, trials=trials, time_limit=time_limit,
+                                     storage=storage, study_name=study_name, run_dir=str(run_dir), resume=False)
+    problem = dataclasses.replace(base, settings=settings, run_dir=run_dir)
+    res = RunResult(task, view, searcher, seed, study_name, str(run_dir), limit=problem.limit)
+    ledger = open_ledger(problem)
+    save_settings(problem)
+    started = time.perf_counter()
+    try:
+        search = make_run_searcher(problem)
+        loop = LoopConfig(trials=trials, batch=settings.workers, time_limit_s=time_limit, seed=seed)
+        outcome = run_loop(problem.recipe, problem.template(settings.fidelity), search, ledger, executor, loop)
+        res.stopped, res.loop_s = outcome.stopped, outcome.elapsed_s
+    except Exception as exc:  # noqa: BLE001 - one broken searcher must not end the benchmark
+        ledger.fail_running(f"searcher error: {exc}")
+        res.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    res.wall_s = time.perf_counter() - started
+    trials_done = [t for t in ledger.trials() if t.fidelity != "final"]
+    scored = [t for t in trials_done if t.scored]
+    metric, dense_cost = problem.metric, problem.dense[problem.metric]
+    res.scored, res.rejected = len(scored), sum(t.state == "rejected" for t in trials_done)
+    res.finetune_s = sum(float(t.metrics.get("finetune_s", 0.0)) for t in scored)
+    res.evaluate_s = sum(float(t.metrics.get("evaluate_s", 0.0)) for t in scored)
+    res.phases = phase_medians(scored)
+    res.curve = best_so_far([t.accuracy if t.feasible else None for t in scored])
+    res.points = [(float(t.accuracy or 0.0), float(t.metrics[metric]) / dense_cost) for t in scored if metric in t.metrics]
+    res.hypervolume = hypervolume(res.points)
+    if res.error is None:
+        try:
+            best = pick(problem, trials_done, log=lambda _m: None)
+            final = finalize(problem, ledger, best, executor, log=lambda _m: None)
+        except Exception as exc:  # noqa: BLE001 - e.g. no feasible policy found
+            res.error = f"{type(exc).__name__}: {exc}"
+        else:
+            m = final.outcome.metrics
+            res.search_accuracy = best.accuracy
+            res.final_val, res.final_test = m.get("val_accuracy"), m.get("test_accuracy")
+            res.final_cost = final.verified_cost
+            res.within_budget = final.verified_cost <= problem.limit
+    return res
+
+
+def equal_time_limit(cfg: BenchConfig, runs: list[RunResult], task: str) -> float:
+    """The equal-time view's budget: --time-limit, else the median time the search loop of the
+    random baseline (else of every searcher) took in the equal-trials view of this task."""
+    if cfg.time_limit is not None:
+        return cfg.time_limit
+    mine = [r for r in runs if r.task == task and r.view == "trials" and r.error is None]
+    ref = [r.loop_s for r in mine if r.searcher == "random"] or [r.loop_s for r in mine]
+    if ref:
+        return float(statistics.median(ref))
+    return QUICK_TIME_LIMIT_S if cfg.quick else 600.0
+
+
+def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs: list[RunResult],
+              time_limits: dict[str, float], log: Log) -> None:
+    """Both views of one task, every searcher and seed, on the recipe's executor."""
+    from autoprune.executors import make_executor
+
+    problem, s = task.problem, task.settings
+    executor = make_executor(s.executor, workers=s.workers, threads_per_worker=problem.scoring.threads,
+                             ray_address=s.ray_address)
+    views = [v for v in ("trials", "time") if v in cfg.sections]
+    with executor:
+        for view in views:
+            limit = None
+            trials = s.trials
+            if view == "time":
+                limit = time_limits[task.name] = equal_time_limit(cfg, runs, task.name)
+                trials = TIME_VIEW_TRIAL_CAP
+            for searcher in cfg.searchers:
+                for seed in range(cfg.seeds):
+                    run_dir = root / task.name / f"{view}-{searcher}-s{seed}"
+                    r = run_search(problem, view=view, searcher=searcher, seed=seed, trials=trials,
+                                   time_limit=limit, storage=storage, run_dir=run_dir, executor=executor,
+                                   task=task.name)
+                    runs.append(r)
+                    final = f"final test {r.final_test:.4f}" if r.final_test is not None else f"error: {r.error}"
+                    log(f"[{task.name} {view}] {searcher} seed {seed}: {r.scored} scored in {r.wall_s:.0f} s, "
+                        f"HV {r.hypervolume:.4f}, {final}")
+
+
+def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
+    """Run every section the config asks for and write BENCHMARKS.md, figures and results.json."""
+    from autoprune.bench.fidelity import fidelity_study
+    from autoprune.bench.markdown import machine_info, write_markdown
+    from autoprune.bench.throughput import throughput_study
+
+    started = time.perf_counter()
+    staged = stage_tasks(cfg, log)
+    machine = machine_info()
+    root = cfg.runs_dir / time.strftime("%Y%m%d-%H%M%S")
+    for n in range(2, 100):  # two benches started in the same second get their own directories
+        if not root.exists():
+            break
+        root = root.with_name(f"{root.name.split('.')[0]}.{n}")
+    root.mkdir(parents=True)
+    ignore = cfg.runs_dir / ".gitignore"
+    if not ignore.exists():  # run directories are large and local: keep them out of git
+        ignore.write_text("*\n")
+    storage = f"sqlite:///{(root / 'studies.db').resolve()}"
+    log(f"bench run directory: {root}  (optuna-dashboard {storage})")
+    tasks = build_tasks(staged, log)
+    ok = [t for t in tasks if t.problem is not None]
+    runs: list[RunResult] = []
+    time_limits: dict[str, float] = {}
+    for task in ok:
+        run_views(cfg, task, storage, root, runs, time_limits, log)
+    fidelity = None
+    if "fidelity" in cfg.sections and ok:
+        fidelity = fidelity_study(ok[0], policies=cfg.fidelity_policies, log=log)
+    throughput: list[dict[str, Any]] = []
+    if "throughput" in cfg.sections and ok:
+        throughput = throughput_study(ok[0], executors=cfg.executors, trials=cfg.throughput_trials,
+                                      storage=storage, root=root, log=log)
+    result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput, root, storage,
+                         time.perf_counter() - started)
+    (root / "results.json").write_text(json.dumps(to_json(result), indent=1, default=str))
+    write_markdown(result)
+    log(f"wrote {cfg.out} ({result.elapsed_s:.0f} s)")
+    return result
+
+
+def to_json(result: BenchResult) -> dict[str, Any]:
+    """Everything measured, without live objects (the problems), for results.json."""
+    return {
+        "command": result.config.command, "machine": result.machine, "storage": result.storage,
+        "elapsed_s": result.elapsed_s, "time_limits": result.time_limits,
+        "tasks": [{"name": t.name, "study": t.study, "settings": t.settings.to_dict(), "dense": t.dense,
+                   "error": t.error} for t in result.tasks],
+        "runs": [dataclasses.asdict(r) for r in result.runs],
+        "fidelity": result.fidelity, "throughput": result.throughput,
+    }

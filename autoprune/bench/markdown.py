@@ -1,0 +1,270 @@
+"""BENCHMARKS.md: generated from one bench run, never edited by hand.
+
+Every table and figure carries the command that produced it, the date, the machine and the
+versions; figures are PNG files next to it (``benchmarks/figures/`` by default).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autoprune.bench.metrics import mean_sd, trials_to_within
+from autoprune.objectives import format_metric
+
+VIEW_TITLES = {"trials": "Same number of scored trials", "time": "Same wall-clock budget"}
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages the numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torch-pruning", "optuna", "pymoo", "autoprune"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's processor string)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cores": os.cpu_count() or 1, "cpu": cpu_model(),
+            "platform": platform.platform(), "versions": package_versions()}
+
+
+def provenance(result) -> str:
+    """One line: command, date, machine, versions (repeated under every table and figure)."""
+    m, v = result.machine, result.machine["versions"]
+    return (f"`{result.config.command}` · {m['date']} · {m['cores']} cores, {m['cpu']} · torch {v['torch']}, "
+            f"torch-pruning {v['torch-pruning']}, optuna {v['optuna']}, autoprune {v['autoprune']}")
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{100 * x:.2f}"
+
+
+def _mean_sd_pct(values: Sequence[float | None]) -> str:
+    mean, sd, n = mean_sd(values)
+    return "–" if n == 0 else f"{100 * mean:.2f} ± {100 * sd:.2f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def reference_accuracy(runs: Sequence[Any]) -> float | None:
+    """The best feasible search accuracy any run of these reached (the 0.5-point target)."""
+    ends = [r.curve[-1] for r in runs if r.curve and r.curve[-1] is not None]
+    return max(ends) if ends else None
+
+
+def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, reference: float | None) -> list[list[str]]:
+    """One row per searcher: test accuracy, cost against budget, hypervolume, trials to within 0.5."""
+    rows = []
+    for name in searchers:
+        mine = [r for r in runs if r.searcher == name]
+        if not mine:
+            continue
+        ok = [r for r in mine if r.final_cost is not None]
+        cost_mean, _, n = mean_sd([r.final_cost for r in ok])
+        cost = "–" if n == 0 else f"{format_metric(metric, cost_mean)} / {format_metric(metric, mine[0].limit)}"
+        hv_mean, hv_sd, _ = mean_sd([r.hypervolume for r in mine])
+        reach = [trials_to_within(r.curve, reference) if reference is not None else None for r in mine]
+        scored_mean, _, _ = mean_sd([r.scored for r in mine])
+        wall_mean, _, _ = mean_sd([r.wall_s for r in mine])
+        errors = sum(r.error is not None for r in mine)
+        rows.append([
+            f"`{name}`", _mean_sd_pct([r.final_test for r in mine]), cost,
+            f"{sum(bool(r.within_budget) for r in mine)}/{len(mine)}", f"{hv_mean:.4f} ± {hv_sd:.4f}",
+            ", ".join("never" if k is None else str(k) for k in reach), f"{scored_mean:.1f}", f"{wall_mean:.0f}",
+            str(errors) if errors else "",
+        ])
+    return rows
+
+
+def cost_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]]:
+    """Median seconds per phase per scored trial, seconds per trial overall, overhead fraction."""
+    import statistics
+
+    rows = []
+    for name in searchers:
+        mine = [r for r in runs if r.searcher == name and r.scored]
+        if not mine:
+            continue
+        cells = []
+        for phase in ("prune_s", "measure_s", "finetune_s", "evaluate_s"):
+            vals = [r.phases[phase] for r in mine if phase in r.phases]
+            cells.append(f"{statistics.median(vals):.2f}" if vals else "–")
+        per_trial = statistics.median(r.wall_s / r.scored for r in mine)
+        overhead, _, _ = mean_sd([r.overhead for r in mine])
+        rows.append([f"`{name}`", *cells, f"{per_trial:.2f}", f"{100 * overhead:.0f}%"])
+    return rows
+
+
+def scale_section(result) -> list[str]:
+    cfg = result.config
+    tasks = result.tasks
+    lines = ["## What was scaled down", ""]
+    if cfg.quick:
+        lines += ["**Quick mode (`--quick`)**: tiny subsets and a handful of cheap trials, to check that the harness "
+                  "works end to end. These numbers say nothing about the searchers.", ""]
+    lines += ["To fit about two hours on this machine, each search scores candidates on subsets of the training "
+              "images (`train_limit`, for BN recalibration and distillation) and of the validation split "
+              "(`val_limit`), with a short distillation fidelity, few trials and a short final fine-tune. The test "
+              "split is never subsampled: every final figure is on all of it.", ""]
+    def used(t, key: str, limit: int | None) -> str:
+        n = t.dense.get(f"{key}_images")
+        return f"{n} (limit {limit or 'none'})" if n is not None else str(limit or "all")
+
+    rows = [[t.name, str(t.settings.trials), f"`{t.settings.fidelity}`", str(t.settings.final_steps),
+             used(t, "train", t.settings.train_limit), used(t, "val", t.settings.val_limit),
+             str(t.dense.get("test_images", "all")), str(cfg.seeds)] for t in tasks]
+    lines += _table(["task", "trials", "search fidelity", "final steps", "train images", "val images", "test images",
+                     "seeds"], rows)
+    lines += ["", "The same recipes at full scale are what a user with a GPU (or many cores) runs, e.g. "
+              "`autoprune bench --trials 100 --set train_limit=null --set val_limit=null --set fidelity=kd:500 "
+              "--set final_steps=5000`.", ""]
+    return lines
+
+
+def dense_section(result) -> list[str]:
+    rows = []
+    for t in result.tasks:
+        d = t.dense
+        if t.error:
+            rows.append([t.name, f"`{t.settings.model}`", "–", "–", "–", f"skipped: {t.error}"])
+            continue
+        costs, metric = d["costs"], d["metric"]
+        how = (f"`{d['command']}`" if d.get("command") else
+               f"`{d['checkpoint']}` (no training record)" if d.get("checkpoint") else
+               f"trained by the harness: {d.get('epochs')} epochs on {d.get('train_limit') or 'all'} images (throwaway)")
+        rows.append([t.name, f"`{t.settings.model}`", _pct(d["val_accuracy"]), _pct(d["test_accuracy"]),
+                     f"{format_metric(metric, costs[metric])}; budget {t.settings.target} ≤ "
+                     f"{format_metric(metric, d['limit'])} ({d['cost_settings']})", how])
+    lines = ["## Dense reference models", ""]
+    lines += _table(["task", "model", "val acc (%)", "test acc (%)", "dense cost and budget", "weights made by"], rows)
+    return lines + ["", f"_{provenance(result)}_", ""]
+
+
+def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
+    from autoprune.bench.plots import plot_best_so_far, plot_front
+
+    cfg, d = result.config, task.dense
+    lines = [f"## Task `{task.name}`: {task.settings.model}, {task.settings.target} ≤ {task.settings.budget} of dense", ""]
+    if task.error:
+        return lines + [f"Skipped: {task.error}", ""]
+    header = ["searcher", "test acc (%) mean ± sd", f"measured {d['metric']} / budget", "within budget",
+              "hypervolume", "trials to within 0.5 pt (per seed)", "scored", "search s", "errors"]
+    for view in ("trials", "time"):
+        runs = [r for r in result.runs if r.task == task.name and r.view == view]
+        if not runs:
+            continue
+        ref = reference_accuracy(runs)
+        what = (f"{task.settings.trials} scored trials per search" if view == "trials" else
+                f"{result.time_limits.get(task.name, 0):.0f} s of search per run, "
+                + ("set by `--time-limit`" if cfg.time_limit is not None else
+                   "the median time the search loop of `random` took in the equal-trials view"))
+        lines += [f"### {VIEW_TITLES[view]} ({what}, {cfg.seeds} seed(s))", ""]
+        lines += _table(header, view_rows(runs, cfg.searchers, d["metric"], ref))
+        lines += ["", f"Hypervolume: pymoo's HV of the scored trials' (1 − val acc, {d['metric']} / dense) against the "
+                  f"reference point (1, 1). Trials to within 0.5 pt: scored trials until the best feasible search "
+                  f"accuracy came within 0.5 points of the best any run reached here ({_pct(ref)}%).", ""]
+        errs = sorted({f"`{r.searcher}` seed {r.seed}: {r.error}" for r in runs if r.error})
+        lines += [f"- {e}" for e in errs] + ([""] if errs else [])
+        front = plot_front(figures / f"{task.name}_{view}_front.png", runs, cfg.searchers, d["metric"],
+                           d["costs"][d["metric"]], d["limit"], (d["val_accuracy"], d["test_accuracy"]),
+                           provenance(result).replace("`", ""))
+        lines += [f"![accuracy against {d['metric']}]({os.path.relpath(front, out_dir)})", ""]
+        if view == "trials":
+            curve = plot_best_so_far(figures / f"{task.name}_best_so_far.png", runs, cfg.searchers, ref,
+                                     provenance(result).replace("`", ""))
+            lines += [f"![best so far against trials]({os.path.relpath(curve, out_dir)})", ""]
+            lines += ["#### Cost per scored trial (median seconds per phase)", ""]
+            lines += _table(["searcher", "prune", "measure", "finetune", "evaluate", "wall s per scored trial",
+                             "overhead"], cost_rows(runs, cfg.searchers))
+            lines += ["", "Overhead: the search's wall time (searcher set-up, asking, pruning, measuring, rejected "
+                      "policies, the ledger) minus the fine-tune and evaluation time, as a fraction of the wall time.",
+                      ""]
+        lines += [f"_{provenance(result)}_", ""]
+    return lines
+
+
+def fidelity_section(result, figures: Path, out_dir: Path) -> list[str]:
+    from autoprune.bench.plots import plot_fidelity
+
+    f = result.fidelity
+    if not f:
+        return []
+    lines = ["## Fidelity of the cheap scores", "",
+             f"{f['policies']} random feasible policies of `{f['task']}`, each scored by adaptive-BN recalibration "
+             f"alone (`bn`), by `{f['kd']}` and by the final fine-tune ({f['final_steps']} steps), with the same seed; "
+             "final = validation accuracy after the final fine-tune.", ""]
+    rows = [[k, "–" if v != v else f"{v:.3f}"] for k, v in f["spearman"].items()]
+    lines += _table(["scores", "Spearman ρ"], rows)
+    med = f["median_s"]
+    lines += ["", "Median seconds per policy: " + ", ".join(f"`{k}` {v:.1f}" for k, v in med.items() if v is not None), ""]
+    if f["rows"]:
+        path = plot_fidelity(figures / "fidelity.png", f, provenance(result).replace("`", ""))
+        lines += [f"![cheap scores against final accuracy]({os.path.relpath(path, out_dir)})", ""]
+    return lines + [f"_{provenance(result)}_", ""]
+
+
+def throughput_section(result) -> list[str]:
+    if not result.throughput:
+        return []
+    rows = []
+    for r in result.throughput:
+        if r.get("error"):
+            rows.append([r["executor"], str(r["workers"]), "–", "–", "–", "–", r["error"]])
+            continue
+        rows.append([r["executor"], str(r["workers"]), f"{r['scored']}", f"{r['wall_s']:.1f}", f"{r['per_minute']:.2f}",
+                     f"{100 * r['overhead']:.0f}%", f"start-up {r['startup_s']:.1f} s, {r['threads']} thread(s)/worker"])
+    task = next((t.name for t in result.tasks if t.problem is not None), "")
+    lines = ["## Throughput", "", f"A `random` search of `{task}` per executor and worker count (warm-up of fresh "
+             "workers included; executor start-up timed apart). Overhead: the worker time available (wall × parallel "
+             "workers) not spent fine-tuning or evaluating.", ""]
+    lines += _table(["executor", "workers", "scored", "wall s", "scored trials / min", "overhead", "notes"], rows)
+    return lines + ["", f"_{provenance(result)}_", ""]
+
+
+def write_markdown(result) -> Path:
+    """Write ``result.config.out`` and its figures; returns the path."""
+    cfg = result.config
+    out = cfg.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figures = cfg.figures_dir
+    figures.mkdir(parents=True, exist_ok=True)
+    out_dir = out.parent.resolve()
+    figures = figures.resolve()
+    m, v = result.machine, result.machine["versions"]
+    lines = [
+        "# Benchmarks", "",
+        "<!-- generated by `autoprune bench`; do not edit by hand: regenerate with the command below -->", "",
+        f"Generated by `{cfg.command}` on {m['date']} in {result.elapsed_s / 60:.1f} min.", "",
+        f"Machine: {m['cores']} cores, {m['cpu']} ({m['platform']}). Versions: "
+        + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", "",
+        f"Searchers: {', '.join(f'`{s}`' for s in cfg.searchers)}. Every search's trials are in one Optuna storage "
+        f"(`optuna-dashboard {result.storage}` shows them side by side); run directories under `{result.root}`.", "",
+    ]
+    lines += scale_section(result) + dense_section(result)
+    for task in result.tasks:
+        lines += task_section(result, task, figures, out_dir)
+    lines += fidelity_section(result, figures, out_dir) + throughput_section(result)
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    return out

@@ -1,0 +1,86 @@
+"""Numbers the benchmark reports, as pure functions of plain data (unit-tested on hand-made values).
+
+- ``hypervolume``: pymoo's HV indicator on (1 - accuracy, cost / dense) points, both minimised,
+  with a fixed reference point, so fronts of different searchers and seeds are comparable.
+- ``best_so_far`` / ``trials_to_within``: the best feasible accuracy after each scored trial, and
+  how many scored trials a run needed to come within a tolerance of a reference accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+# (1 - accuracy, cost / dense): a trial at chance accuracy 0 or at the dense cost adds nothing.
+HV_REFERENCE: tuple[float, float] = (1.0, 1.0)
+WITHIN_POINTS = 0.005  # "within 0.5 points" of accuracy, as a fraction
+
+
+def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, float] = HV_REFERENCE) -> float:
+    """Dominated hypervolume of ``(accuracy, cost_fraction)`` points (accuracy max, cost min).
+
+    Points are mapped to ``(1 - accuracy, cost_fraction)`` and measured with pymoo's HV against
+    ``reference``; points outside the reference box contribute nothing. No points: 0.0.
+    """
+    f = np.array([[1.0 - a, c] for a, c in points], dtype=float).reshape(-1, 2)
+    ref = np.asarray(reference, dtype=float)
+    f = f[np.all(np.isfinite(f), axis=1) & np.all(f < ref, axis=1)]
+    if len(f) == 0:
+        return 0.0
+    from pymoo.indicators.hv import HV
+
+    return float(HV(ref_point=ref)(f))
+
+
+def best_so_far(accuracies: Sequence[float | None]) -> list[float | None]:
+    """Running maximum over scored trials in order; ``None`` (infeasible) keeps the previous best."""
+    out: list[float | None] = []
+    best: float | None = None
+    for a in accuracies:
+        if a is not None and math.isfinite(a) and (best is None or a > best):
+            best = a
+        out.append(best)
+    return out
+
+
+def trials_to_within(curve: Sequence[float | None], reference: float, tol: float = WITHIN_POINTS) -> int | None:
+    """1-based number of scored trials after which ``curve`` is within ``tol`` of ``reference``.
+
+    ``None`` if the curve never gets there. The comparison allows for float rounding.
+    """
+    threshold = reference - tol - 1e-12
+    for i, value in enumerate(curve, start=1):
+        if value is not None and value >= threshold:
+            return i
+    return None
+
+
+def mean_sd(values: Iterable[float | None]) -> tuple[float, float, int]:
+    """(mean, sample standard deviation, n) over the finite values; sd is 0 for one value, nan for none."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return math.nan, math.nan, 0
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0), len(xs)
+
+
+def mean_curve(curves: Sequence[Sequence[float | None]]) -> list[float]:
+    """Pointwise mean of best-so-far curves over seeds (nan where no seed has a value yet)."""
+    length = max((len(c) for c in curves), default=0)
+    out = []
+    for i in range(length):
+        vals = [c[min(i, len(c) - 1)] for c in curves if c]
+        vals = [v for v in vals if v is not None]
+        out.append(statistics.fmean(vals) if vals else math.nan)
+    return out
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (ties averaged); nan with fewer than 3 pairs or a constant side."""
+    if len(x) < 3 or len(x) != len(y) or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)

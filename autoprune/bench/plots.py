@@ -1,0 +1,113 @@
+"""The benchmark's figures (PNG): accuracy against the target metric, best-so-far, fidelity."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autoprune.bench.metrics import WITHIN_POINTS, mean_curve
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def _style(i: int) -> dict[str, Any]:
+    """A distinct colour and marker per searcher (ten colours, then the markers change)."""
+    import matplotlib
+
+    return {"color": matplotlib.colormaps["tab10"](i % 10), "marker": MARKERS[(i // 10 + i) % len(MARKERS)]}
+
+
+def _footer(fig, text: str) -> None:
+    """The provenance line (command, date, machine, versions), wrapped under the axes."""
+    import textwrap
+
+    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(text, 190)), fontsize=5.5, color="gray", ha="left", va="bottom")
+
+
+def plot_front(path: Path, runs: Sequence[Any], searchers: Sequence[str], metric: str, dense_cost: float,
+               limit: float, dense_acc: tuple[float, float], footer: str) -> Path:
+    """Left: every scored search trial (search fidelity); right: each run's final policy (test split).
+    ``dense_acc`` is the dense model's (validation, test) accuracy."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110, sharex=True)
+    for i, name in enumerate(searchers):
+        mine = [r for r in runs if r.searcher == name]
+        pts = [p for r in mine for p in r.points]
+        if pts:
+            left.scatter([c for _, c in pts], [100 * a for a, _ in pts], s=12, alpha=0.5, label=name, **_style(i))
+        fin = [r for r in mine if r.final_test is not None and r.final_cost is not None]
+        if fin:
+            right.scatter([r.final_cost / dense_cost for r in fin], [100 * r.final_test for r in fin],
+                          s=34, edgecolor="black", lw=0.4, label=name, **_style(i))
+    panels = ((left, "scored search trials", "validation accuracy at search fidelity (%)", dense_acc[0]),
+              (right, "final fine-tune of each run's pick", "test accuracy (%)", dense_acc[1]))
+    for ax, title, ylabel, dense in panels:
+        ax.axvline(limit / dense_cost, color="red", ls="--", lw=1, label="budget")
+        ax.axhline(100 * dense, color="gray", ls=":", lw=1, label="dense")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"{metric} / dense")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    right.legend(fontsize=7, ncol=2)
+    _footer(fig, footer)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_best_so_far(path: Path, runs: Sequence[Any], searchers: Sequence[str], reference: float | None,
+                     footer: str) -> Path:
+    """Best feasible search accuracy against scored trials, mean over seeds, one line per searcher."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=110)
+    from matplotlib.ticker import MaxNLocator
+
+    for i, name in enumerate(searchers):
+        curve = mean_curve([r.curve for r in runs if r.searcher == name])
+        if curve and not all(math.isnan(v) for v in curve):
+            ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], ms=4, label=name, **_style(i))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if reference is not None:
+        ax.axhline(100 * (reference - WITHIN_POINTS), color="black", ls="--", lw=1, label="best - 0.5 points")
+    ax.set_xlabel("scored trials")
+    ax.set_ylabel("best feasible validation accuracy so far (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    _footer(fig, footer)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_fidelity(path: Path, study: dict[str, Any], footer: str) -> Path:
+    """Cheap scores (bn, kd:N) against the final score, one point per random policy."""
+    plt = _pyplot()
+    kd = study["kd"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    final = [100 * r["final"] for r in study["rows"]]
+    for ax, fid in zip(axes, ("bn", kd), strict=True):
+        ax.scatter([100 * r[fid] for r in study["rows"]], final, s=18)
+        rho = study["spearman"][f"{fid} vs final"]
+        ax.set_title(f"{fid}: Spearman {rho:.2f}", fontsize=9)
+        ax.set_xlabel(f"validation accuracy after {fid} (%)")
+        ax.set_ylabel("validation accuracy after the final fine-tune (%)")
+        ax.grid(alpha=0.3)
+    _footer(fig, footer)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path

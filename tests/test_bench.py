@@ -1,0 +1,235 @@
+"""``autoprune bench`` and ``autoprune train``: quick mode end to end on a tiny generated ImageFolder
+tree, bad input, and the benchmark's numbers (hypervolume, trials to within 0.5 points) on
+hand-made values."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+
+import autoprune.searchers as searchers_module
+from autoprune.bench.command import bench_config, parse_overrides
+from autoprune.bench.harness import RunResult
+from autoprune.bench.markdown import reference_accuracy, view_rows
+from autoprune.bench.metrics import (
+    best_so_far,
+    hypervolume,
+    mean_curve,
+    mean_sd,
+    spearman,
+    trials_to_within,
+)
+from autoprune.bench.throughput import overhead_fraction
+from autoprune.cli import main, parser
+from autoprune.errors import UserError
+from autoprune.searchers import Searcher, register
+
+CLASSES = ("red", "green", "blue")
+
+
+class BrokenSearcher(Searcher):
+    """Fails on its first ask: the benchmark records the error and goes on."""
+
+    name = "broken"
+
+    def _ask(self, n):
+        raise RuntimeError("this searcher always fails")
+
+
+@contextlib.contextmanager
+def registered_broken():
+    register("broken", BrokenSearcher)
+    try:
+        yield
+    finally:
+        searchers_module._REGISTRY.pop("broken", None)
+
+
+def make_tree(root, per_class: int = 8, test_per_class: int = 3) -> None:
+    """A learnable ImageFolder tree: each class a noisy colour, 16 x 16 PNGs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
+                img[..., c] += 180
+                Image.fromarray(img).save(folder / f"{i:04d}.png")
+
+
+# -- the numbers, on hand-made values ---------------------------------------------------------
+def test_hypervolume_of_two_points_by_hand():
+    # (acc, cost) -> (1 - acc, cost): (0.2, 0.5) and (0.5, 0.2); union of two boxes against (1, 1)
+    assert hypervolume([(0.8, 0.5), (0.5, 0.2)]) == pytest.approx(0.8 * 0.5 + 0.5 * 0.8 - 0.5 * 0.5)
+
+
+def test_hypervolume_ignores_dominated_and_out_of_box_points():
+    base = hypervolume([(0.8, 0.5)])
+    assert base == pytest.approx(0.8 * 0.5)
+    assert hypervolume([(0.8, 0.5), (0.7, 0.6)]) == pytest.approx(base)  # dominated
+    assert hypervolume([(0.8, 0.5), (0.9, 1.3)]) == pytest.approx(base)  # costs more than dense
+    assert hypervolume([]) == 0.0
+
+
+def test_best_so_far_skips_infeasible_trials():
+    assert best_so_far([None, 0.5, 0.4, None, 0.7]) == [None, 0.5, 0.5, 0.5, 0.7]
+
+
+def test_trials_to_within_half_a_point():
+    curve = [None, 0.5, 0.5, 0.698, 0.7]
+    assert trials_to_within(curve, 0.703) == 4  # 0.698 is exactly 0.5 points below
+    assert trials_to_within(curve, 0.7041) == 5
+    assert trials_to_within(curve, 0.71) is None
+    assert trials_to_within([0.9], 0.9) == 1
+
+
+def test_table_reports_trials_to_within_per_seed():
+    runs = [RunResult("t", "trials", "a", 0, "s", "d", curve=[0.5, 0.9], limit=1.0, scored=2),
+            RunResult("t", "trials", "a", 1, "s", "d", curve=[0.5, 0.6], limit=1.0, scored=2)]
+    ref = reference_accuracy(runs)
+    assert ref == 0.9
+    row = view_rows(runs, ["a", "missing"], "macs", ref)
+    assert len(row) == 1 and row[0][5] == "2, never"
+
+
+def test_small_statistics():
+    assert mean_sd([0.5, 0.7, None]) == pytest.approx((0.6, math.sqrt(0.02), 2))
+    assert mean_curve([[None, 0.5], [0.4, 0.6, 0.8]]) == pytest.approx([0.4, 0.55, 0.65])
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 2], [1, 2]))
+    assert overhead_fraction(100.0, 60.0, 1) == pytest.approx(0.4)
+    assert overhead_fraction(100.0, 120.0, 2) == pytest.approx(0.4)
+
+
+def test_overrides_are_typed_and_checked():
+    assert parse_overrides(["train_limit=null", "trials=5", "budget=0.5", "fidelity=kd:3"]) == {
+        "train_limit": None, "trials": 5, "budget": "0.5", "fidelity": "kd:3"}
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        parse_overrides(["no_such_key=1"])
+
+
+# -- the command line -------------------------------------------------------------------------
+def test_missing_data_root_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["bench", "--data-root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--data-root" in err and "ImageFolder" in err and "\n" not in err
+
+
+def test_default_data_root_absent_is_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "../shared/data/cifar10" in err and "--data-root" in err and "\n" not in err
+
+
+def test_missing_checkpoint_outside_quick_mode_names_the_train_command(tmp_path, capsys):
+    make_tree(tmp_path / "data", per_class=1, test_per_class=1)
+    recipe = tmp_path / "bench_x.yaml"
+    recipe.write_text(yaml.safe_dump({"model": "resnet20", "checkpoint": str(tmp_path / "missing.pt")}))
+    code = main(["bench", "--data-root", str(tmp_path / "data"), "--study", str(recipe),
+                 "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    assert "autoprune train --model resnet20" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """Train a tiny dense model with `autoprune train`, then run quick mode with 2 searchers."""
+    root = tmp_path_factory.mktemp("bench")
+    make_tree(root / "data")
+    cache = str(root / "cache")
+    ckpt = root / "models" / "tiny.pt"
+    train = ["train", "--model", "resnet20:width=4", "--data", f"imagefolder:{root / 'data'}", "--image-size", "16",
+             "--epochs", "2", "--out", str(ckpt), "--cache-dir", cache]
+    assert main(train) == 0
+    recipe = root / "bench_tiny_macs.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": "resnet20:width=4", "data": "imagefolder:unused", "image_size": 16, "checkpoint": str(ckpt),
+        "target": "macs", "budget": "0.6", "latency_batch": 2, "seed": 0,
+    }))
+    out = root / "report" / "BENCHMARKS.md"
+    argv = ["bench", "--quick", "--data-root", str(root / "data"), "--study", str(recipe),
+            "--searchers", "random,uniform,broken", "--out", str(out), "--runs-dir", str(root / "runs"),
+            "--cache-dir", cache, "--executors", "inline", "--time-limit", "2", "--fidelity-policies", "4",
+            "--throughput-trials", "1", "--set", "trials=2", "--set", "final_steps=3", "--set", "threads=1"]
+    with registered_broken():
+        assert main(argv) == 0
+    (run_root,) = [p for p in (root / "runs").iterdir() if p.is_dir()]
+    return {"root": root, "out": out, "ckpt": ckpt, "run_root": run_root,
+            "results": json.loads((run_root / "results.json").read_text())}
+
+
+def test_train_writes_weights_and_record(bench):
+    state = torch.load(bench["ckpt"], weights_only=True)
+    assert "conv1.weight" in state
+    record = json.loads(bench["ckpt"].with_suffix(".json").read_text())
+    assert record["command"].startswith("autoprune train --model resnet20:width=4")
+    assert 0.0 <= record["test_accuracy"] <= 1.0 and record["test_images"] == 9
+    assert record["train_images"] + record["val_images"] == 24  # validation carved from train/
+
+
+def test_quick_bench_writes_tables_command_and_figures(bench):
+    text = bench["out"].read_text()
+    assert "autoprune bench --quick" in text and "--searchers random,uniform" in text
+    for heading in ("## Dense reference models", "### Same number of scored trials", "### Same wall-clock budget",
+                    "#### Cost per scored trial", "## Fidelity of the cheap scores", "## Throughput",
+                    "## What was scaled down"):
+        assert heading in text, heading
+    assert "| `random` |" in text and "| `uniform` |" in text
+    assert "autoprune train --model resnet20:width=4" in text  # how the dense model was made
+    assert "cores" in text and "torch-pruning" in text
+    figures = bench["out"].parent / "benchmarks" / "figures"
+    pngs = {p.name for p in figures.glob("*.png")}
+    assert {"tiny_macs_trials_front.png", "tiny_macs_time_front.png", "tiny_macs_best_so_far.png",
+            "fidelity.png"} <= pngs
+    for png in pngs:
+        assert f"benchmarks/figures/{png}" in text
+
+
+def test_new_searchers_join_by_default(tmp_path):
+    make_tree(tmp_path, per_class=1, test_per_class=1)
+    with registered_broken():
+        args = parser().parse_args(["bench", "--data-root", str(tmp_path)])
+        cfg = bench_config(args, "autoprune bench")
+    assert "broken" in cfg.searchers and {"random", "uniform", "global"} <= set(cfg.searchers)
+    assert cfg.seeds == 3 and len(cfg.studies) == 3 and all(p.is_file() for p in cfg.studies)
+
+
+def test_a_failing_searcher_is_reported_not_fatal(bench):
+    broken = [r for r in bench["results"]["runs"] if r["searcher"] == "broken"]
+    assert len(broken) == 2 and all("always fails" in r["error"] and r["final_test"] is None for r in broken)
+    assert "`broken` seed 0: RuntimeError: this searcher always fails" in bench["out"].read_text()
+
+
+def test_every_run_is_finalised_and_its_own_study(bench):
+    runs = [r for r in bench["results"]["runs"] if r["searcher"] != "broken"]
+    assert {(r["view"], r["searcher"]) for r in runs} == {(v, s) for v in ("trials", "time") for s in ("random", "uniform")}
+    for r in runs:
+        assert r["error"] is None, r
+        assert r["final_test"] is not None and r["within_budget"]
+        assert len(r["points"]) == r["scored"] == len(r["curve"])
+        assert r["hypervolume"] == pytest.approx(hypervolume([tuple(p) for p in r["points"]]))
+    assert all(r["scored"] == 2 for r in runs if r["view"] == "trials")
+    names = optuna.get_all_study_names(f"sqlite:///{bench['run_root'] / 'studies.db'}")
+    assert "tiny_macs/trials/random/seed0" in names and "tiny_macs/time/uniform/seed0" in names
+    assert (bench["root"] / "runs" / ".gitignore").read_text().strip() == "*"
+
+
+def test_fidelity_and_throughput_sections(bench):
+    fid = bench["results"]["fidelity"]
+    assert fid["policies"] >= 3 and set(fid["spearman"]) == {"bn vs final", "kd:3 vs final", "bn vs kd:3"}
+    rows = bench["results"]["throughput"]
+    assert [(r["executor"], r["workers"]) for r in rows] == [("inline", 1), ("inline", 2)]
+    assert all(r["scored"] >= 1 and r["per_minute"] > 0 for r in rows)

@@ -1,0 +1,109 @@
+"""Latency lookup table and analytic estimates on a tiny ResNet-20 (width 4, 16 px, batch 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autoprune.costs import CostSettings
+from autoprune.costs.analytic import count_macs_params
+from autoprune.costs.lut import (
+    AnalyticEstimate,
+    LatencyTable,
+    LayerShape,
+    LutLatency,
+    build_lut,
+    device_key,
+    profile_shape,
+    record_layers,
+)
+from autoprune.models import build_model
+from autoprune.prune import apply_policy
+from autoprune.rules import SpaceRules
+from autoprune.space import SearchSpace
+
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = build_model("resnet20:width=4", num_classes=10, in_channels=3).eval()
+    x = torch.zeros(1, *SHAPE)
+    space = SearchSpace.from_model(model, x, SpaceRules(ratios=(0.0, 0.5, 0.75)))
+    return model, x, space, record_layers(model, space, x, batch=2)
+
+
+@pytest.fixture(scope="module")
+def lut_pair(tiny, tmp_path_factory):
+    model, x, space, layers = tiny
+    cache = tmp_path_factory.mktemp("cache")
+    settings = CostSettings(SHAPE, batch_size=2, threads=1, warmup=1, repeats=5)
+    kwargs = {"cache_dir": cache, "calibration_policies": 3, "repeats": 3, "layers": layers}
+    first = build_lut(model, space, x, settings, **kwargs)
+    second = build_lut(model, space, x, settings, **kwargs)
+    return first, second, cache
+
+
+def test_layers_know_which_slot_prunes_their_channels(tiny):
+    model, x, space, layers = tiny
+    layers = {layer.name: layer for layer in layers}
+    conv = layers["layer1.0.conv1"]
+    assert dict(conv.outs) == {"layer1.0.conv1": 4}
+    assert dict(conv.ins) == {"conv1": 4}  # the stage-1 residual group, rooted at the stem
+    assert dict(layers["fc"].ins) == {"layer3.0.conv2": 16} or len(layers["fc"].ins) == 1
+    assert layers["fc"].outs == ()
+    assert conv.shape.h == 16 and conv.shape.batch == 2
+
+
+def test_cache_is_written_and_reused(lut_pair):
+    first, second, cache = lut_pair
+    files = list((cache / "lut").glob("*.json"))
+    assert [f.name for f in files] == [f"{device_key(1)}.json"]
+    assert first.table.profiled > 30
+    assert second.table.profiled == 0  # nothing profiled, nothing measured the second time
+    assert (second.a, second.b) == (first.a, first.b)
+    assert len(LatencyTable(files[0], threads=1).entries) == len(first.table.entries)
+
+
+def test_dense_estimate_is_close_to_measurement(tiny, lut_pair):
+    model, _, space, _ = tiny
+    lut = lut_pair[0]
+    measured = float(np.median([lut.measure(model) for _ in range(3)]))
+    assert lut.estimate(space, space.dense()) == pytest.approx(measured, rel=0.5)
+
+
+def test_estimate_falls_as_a_slot_is_pruned_more(tiny, tmp_path):
+    """Plumbing check with deterministic entries (per-op timings of a width-4 model are noise)."""
+    model, x, space, layers = tiny
+    settings = CostSettings(SHAPE, batch_size=2, threads=1)
+    table = LatencyTable(tmp_path / "t.json", threads=1)
+    lut = LutLatency(table, layers, space, settings)
+    for shape in lut.shapes.reachable():  # a MACs-like latency, so no profiling happens
+        table.entries[shape.key()] = 1e-3 * shape.cin * shape.cout * shape.h * shape.w / shape.groups
+    for var in space.variables:
+        raw = [lut.raw(space.policy({var.name: r})) for r in var.choices]
+        assert all(b <= a for a, b in zip(raw, raw[1:], strict=False)), var.name
+        assert raw[-1] < raw[0], var.name
+    assert table.profiled == 0
+
+
+def test_profiled_latency_grows_with_width():
+    wide = profile_shape(LayerShape("conv", 2, 32, 64, 16, 16, (3, 3), padding=(1, 1)), 1, 2, 7)
+    narrow = profile_shape(LayerShape("conv", 2, 32, 4, 16, 16, (3, 3), padding=(1, 1)), 1, 2, 7)
+    assert narrow < wide
+
+
+def test_analytic_estimates_match_the_counter(tiny):
+    model, x, space, layers = tiny
+    dense_macs, dense_params = count_macs_params(model, SHAPE)
+    macs = AnalyticEstimate(layers, space, "macs", dense_macs)
+    params = AnalyticEstimate(layers, space, "params", dense_params)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        policy = space.sample(rng)
+        slim, _ = apply_policy(model, space, policy, x)
+        true_macs, true_params = count_macs_params(slim, SHAPE)
+        assert macs(policy) == pytest.approx(true_macs, rel=1e-6)
+        assert params(policy) == pytest.approx(true_params, rel=1e-6)
