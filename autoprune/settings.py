@@ -30,10 +30,10 @@ class SearchSettings:
     granularity: str = "slot"
     criterion: str = "magnitude"
     searcher: str = "tpe"
-    trials: int = 20
-    fidelity: str = "kd:100"
+    trials: int = 16
+    fidelity: str = "kd:50"
     rungs: str | None = None
-    final_steps: int = 600
+    final_steps: int = 300
     feature_distill: float = 0.0
     lr: float = 0.01
     latency_batch: int = 32
