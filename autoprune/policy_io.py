@@ -11,6 +11,7 @@ import yaml
 import autoprune
 from autoprune.errors import UserError
 from autoprune.space import Policy, SearchSpace
+from autoprune.yaml_files import read_yaml_mapping
 
 FORMAT = "autoprune.policy/1"
 
@@ -37,13 +38,8 @@ def save_policy(path: str | Path, policy: Policy, space: SearchSpace, **provenan
 def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any]]:
     """(policy, provenance) from a policy file; a UserError names what is wrong."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"policy file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    doc = read_yaml_mapping(path, "policy file")
+    if doc.get("format") != FORMAT:
         raise UserError(f"{path}: not an autoprune policy (expected 'format: {FORMAT}')")
     for key in ("fingerprint", "ratios"):
         if key not in doc:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autoprune.errors import UserError
+from autoprune.yaml_files import read_yaml_mapping
 
 DEFAULT_RATIOS: tuple[float, ...] = tuple(round(0.1 * i, 2) for i in range(9))  # 0.0 .. 0.8
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -120,15 +119,7 @@ def load_rules(path: str | Path) -> SpaceRules:
     path = Path(path)
     if not path.suffix and not path.exists():
         path = SPACES_DIR / f"{path}.yaml"
-    if not path.is_file():
-        raise UserError(f"search-space file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
-    return rules_from_dict(data, str(path))
+    return rules_from_dict(read_yaml_mapping(path, "search-space file"), str(path))
 
 
 def rules_from_dict(data: dict[str, Any], where: str = "rules") -> SpaceRules:

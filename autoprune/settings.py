@@ -11,9 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from autoprune.errors import UserError
+from autoprune.yaml_files import read_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -84,14 +83,7 @@ def settings_from_dict(data: dict[str, Any], where: str) -> SearchSettings:
 def load_study_recipe(path: str | Path) -> dict[str, Any]:
     """The mapping in a study recipe file (``studies/*.yaml``); validated by ``settings_from_dict``."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"study recipe {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of settings at the top level")
+    data = read_yaml_mapping(path, "study recipe")
     data.pop("description", None)
     settings_from_dict(data, str(path))  # validate early, with the file's name in errors
     return data
