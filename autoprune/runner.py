@@ -98,7 +98,8 @@ def run_loop(
                 number = ledger.start(policy, searcher=searcher.name, fidelity=template.fidelity)
                 seed = trial_seed(config.seed, number)
                 ledger.annotate(number, seed=seed)
-                request = replace(template, number=number, policy=policy, seed=seed)
+                limit = None if searcher.is_probe(policy) else template.limit
+                request = replace(template, number=number, policy=policy, seed=seed, limit=limit)
                 pending.append((number, policy, seed, executor.submit(run_trial, recipe, request)))
                 proposed += 1
             for number, policy, seed, future in pending:

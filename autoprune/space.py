@@ -156,9 +156,9 @@ class SearchSpace:
         )
         raw: list[tuple[str, int]] = []
         for group in groups:
-            root = group[0].dep.target.module
-            if isinstance(root, nn.Conv2d) and root.groups == root.out_channels and root.groups > 1:
-                continue  # a depthwise conv follows its producer's group; it is never a root
+            root = _producer_root(group, graph)
+            if root is None:
+                continue
             raw.append((names[root], len(group[0].idxs)))
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         raw.sort(key=lambda item: order[item[0]])
@@ -266,6 +266,23 @@ class SearchSpace:
     def sample(self, rng: np.random.Generator) -> Policy:
         """A policy with every variable drawn uniformly from its choices."""
         return self.decode([rng.integers(0, len(v.choices)) for v in self.variables])
+
+
+def _is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == module.out_channels and module.groups > 1
+
+
+def _producer_root(group, graph) -> nn.Module | None:
+    """The module that names a group: its first root, or, where that is a depthwise conv (which
+    only follows the channels of its producer), the conv or linear layer whose outputs it prunes."""
+    root = group[0].dep.target.module
+    if not _is_depthwise(root):
+        return root
+    for item in group:
+        module = item.dep.target.module
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not _is_depthwise(module) and graph.is_out_channel_pruning_fn(item.dep.handler):
+            return module
+    return None
 
 
 def _nearest(choices: Sequence[float], value: float) -> float:

