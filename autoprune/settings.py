@@ -29,10 +29,10 @@ class SearchSettings:
     granularity: str = "slot"
     criterion: str = "magnitude"
     searcher: str = "tpe"
-    trials: int = 16
-    fidelity: str = "kd:50"
+    trials: int = 20
+    fidelity: str = "kd:100"
     rungs: str | None = None
-    final_steps: int = 300
+    final_steps: int = 600
     feature_distill: float = 0.0
     lr: float = 0.01
     latency_batch: int = 32

@@ -26,8 +26,8 @@ class CostSettings:
     input_shape: tuple[int, ...]
     batch_size: int = 16
     threads: int = 1
-    warmup: int = 5
-    repeats: int = 15
+    warmup: int = 10
+    repeats: int = 30
 
     def describe(self) -> str:
         c, *hw = self.input_shape
