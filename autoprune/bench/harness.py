@@ -299,8 +299,9 @@ def equal_time_limit(cfg: BenchConfig, runs: list[RunResult], task: str) -> floa
 
 
 def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs: list[RunResult],
-              time_limits: dict[str, float], log: Log) -> None:
-    """Both views of one task, every searcher and seed, on the recipe's executor."""
+              time_limits: dict[str, float], log: Log, on_run: Callable[[], None] = lambda: None) -> None:
+    """Both views of one task, every searcher and seed, on the recipe's executor; ``on_run``
+    after each run (the harness saves results.json, so an interrupted bench keeps its runs)."""
     from autoprune.executors import make_executor
 
     problem, s = task.problem, task.settings
@@ -321,6 +322,7 @@ def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs:
                                    time_limit=limit, storage=storage, run_dir=run_dir, executor=executor,
                                    task=task.name)
                     runs.append(r)
+                    on_run()
                     final = f"final test {r.final_test:.4f}" if r.final_test is not None else f"error: {r.error}"
                     log(f"[{task.name} {view}] {searcher} seed {seed}: {r.scored} scored in {r.wall_s:.0f} s, "
                         f"HV {r.hypervolume:.4f}, {final}")
@@ -350,8 +352,15 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     ok = [t for t in tasks if t.problem is not None]
     runs: list[RunResult] = []
     time_limits: dict[str, float] = {}
+
+    def save(fidelity: dict[str, Any] | None = None, throughput: list[dict[str, Any]] | None = None) -> BenchResult:
+        result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput or [], root, storage,
+                             time.perf_counter() - started)
+        (root / "results.json").write_text(json.dumps(to_json(result), indent=1, default=str))
+        return result
+
     for task in ok:
-        run_views(cfg, task, storage, root, runs, time_limits, log)
+        run_views(cfg, task, storage, root, runs, time_limits, log, on_run=save)
     fidelity = None
     if "fidelity" in cfg.sections and ok:
         fidelity = fidelity_study(ok[0], policies=cfg.fidelity_policies, log=log)
@@ -359,9 +368,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     if "throughput" in cfg.sections and ok:
         throughput = throughput_study(ok[0], executors=cfg.executors, trials=cfg.throughput_trials,
                                       storage=storage, root=root, log=log)
-    result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput, root, storage,
-                         time.perf_counter() - started)
-    (root / "results.json").write_text(json.dumps(to_json(result), indent=1, default=str))
+    result = save(fidelity, throughput)
     write_markdown(result)
     log(f"wrote {cfg.out} ({result.elapsed_s:.0f} s)")
     return result

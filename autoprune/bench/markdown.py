@@ -124,7 +124,7 @@ def scale_section(result) -> list[str]:
     if cfg.quick:
         lines += ["**Quick mode (`--quick`)**: tiny subsets and a handful of cheap trials, to check that the harness "
                   "works end to end. These numbers say nothing about the searchers.", ""]
-    lines += ["To fit about two hours on this machine, each search scores candidates on subsets of the training "
+    lines += ["To fit about two hours (a couple of hours at most) on this machine, each search scores candidates on subsets of the training "
               "images (`train_limit`, for BN recalibration and distillation) and of the validation split "
               "(`val_limit`), with a short distillation fidelity, few trials and a short final fine-tune. The test "
               "split is never subsampled: every final figure is on all of it.", ""]

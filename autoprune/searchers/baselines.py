@@ -26,7 +26,7 @@ class RandomSearcher(Searcher):
     """
 
     name = "random"
-    max_draws = 20_000
+    max_draws = 5_000
 
     def _ask(self, n: int) -> list[Policy]:
         out: list[Policy] = []
