@@ -8,12 +8,12 @@ budget wins. The exported model is reloaded from disk and measured once more.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from autoprune.costs import measure_costs
+from autoprune.costs.latency import steady_latency
 from autoprune.errors import UserError
 from autoprune.policy_io import save_policy
 from autoprune.prune import load_slimmed
@@ -50,7 +50,7 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
     measured: list[tuple[float, Trial]] = []
     for trial in ranked[:recheck]:
         model, _ = slim(problem.task, problem.space, trial.policy, problem.settings.criterion, problem.settings.seed)
-        latency = statistics.median(measure_costs(model, problem.cost)["latency_ms"] for _ in range(3))
+        latency = steady_latency(model, problem.cost)
         if latency <= problem.limit:
             return trial
         measured.append((latency, trial))
@@ -78,11 +78,8 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
     final = Trial(number, best.policy, "complete", dict(outcome.metrics), seed, best.searcher, "final", outcome.constraint)
 
     reloaded = load_slimmed(model_path, problem.task.model)
-    verified = measure_costs(reloaded, problem.cost, latency=True)
-    if problem.metric == "latency_ms":
-        verified["latency_ms"] = statistics.median(
-            [verified["latency_ms"]] + [measure_costs(reloaded, problem.cost)["latency_ms"] for _ in range(2)]
-        )
+    verified = measure_costs(reloaded, problem.cost, latency=False)
+    verified["latency_ms"] = steady_latency(reloaded, problem.cost)
     verified_cost = verified[problem.metric]
     status = "within" if verified_cost <= problem.limit else "OVER"
     log(f"exported {model_path}: reloaded from disk, {problem.metric} {verified_cost:.4g} is {status} the budget {problem.limit:.4g}")

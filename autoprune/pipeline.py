@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from autoprune.costs import CostSettings, measure_costs
+from autoprune.costs.latency import steady_latency
 from autoprune.errors import UserError
 from autoprune.evaluators import DistillConfig, parse_fidelity
 from autoprune.objectives import Budget, format_metric, parse_budget
@@ -100,9 +101,8 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
     task = load_task(recipe, progress=True)
     space = SearchSpace.from_model(task.model, task.example_inputs(), rules)
     cost = CostSettings(task.input_shape, batch_size=settings.latency_batch, threads=settings.latency_threads)
-    dense = measure_costs(task.model, cost, latency=True)
-    if budget.target == "latency":  # the limit is derived from it: measure more carefully
-        dense["latency_ms"] = _careful_latency(task.model, cost)
+    dense = measure_costs(task.model, cost, latency=False)
+    dense["latency_ms"] = steady_latency(task.model, cost)  # a fraction budget's limit derives from it
     limit = budget.limit(dense[budget.metric])
     threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
     scoring = ScoringConfig(
@@ -112,9 +112,10 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
         threads=threads,
     )
     floor_model, _ = slim(task, space, space.most_pruned(), settings.criterion, settings.seed)
-    floor = measure_costs(floor_model, cost, latency=budget.target == "latency")[budget.metric]
     if budget.target == "latency":
-        floor = _careful_latency(floor_model, cost)
+        floor = steady_latency(floor_model, cost)
+    else:
+        floor = measure_costs(floor_model, cost, latency=False)[budget.metric]
     if floor > limit:
         raise UserError(
             f"budget {settings.budget} ({format_metric(budget.metric, limit)}) cannot be met: the most pruned "
@@ -134,13 +135,6 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
         f"{len(space.slots)} slots, {len(space.variables)} variables, {space.size():.3g} policies"
     )
     return Problem(settings, recipe, task, space, cost, budget, dense, limit, floor, scoring, run_dir_for(settings))
-
-
-def _careful_latency(model, cost: CostSettings) -> float:
-    """Median of three medians: the dense and floor latencies anchor the whole budget."""
-    from statistics import median
-
-    return float(median(measure_costs(model, cost)["latency_ms"] for _ in range(3)))
 
 
 def search_context(problem: Problem) -> SearchContext:

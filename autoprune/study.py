@@ -81,9 +81,7 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
         step = v.step
         if step is not None:
             out[v.name] = FloatDistribution(v.choices[0], v.choices[-1], step=step)
-        elif len(v.choices) == 1:
-            out[v.name] = CategoricalDistribution(list(v.choices))
-        else:
+        else:  # a single choice, or unevenly spaced ones
             out[v.name] = CategoricalDistribution(list(v.choices))
     return out
 

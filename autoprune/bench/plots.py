@@ -61,11 +61,7 @@ def plot_front(path: Path, runs: Sequence[Any], searchers: Sequence[str], metric
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     right.legend(fontsize=7, ncol=2)
-    _footer(fig, footer)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, footer)
 
 
 def plot_best_so_far(path: Path, runs: Sequence[Any], searchers: Sequence[str], reference: float | None,
@@ -86,11 +82,7 @@ def plot_best_so_far(path: Path, runs: Sequence[Any], searchers: Sequence[str], 
     ax.set_ylabel("best feasible validation accuracy so far (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    _footer(fig, footer)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, footer)
 
 
 def plot_fidelity(path: Path, study: dict[str, Any], footer: str) -> Path:
@@ -106,6 +98,11 @@ def plot_fidelity(path: Path, study: dict[str, Any], footer: str) -> Path:
         ax.set_xlabel(f"validation accuracy after {fid} (%)")
         ax.set_ylabel("validation accuracy after the final fine-tune (%)")
         ax.grid(alpha=0.3)
+    return _save(plt, fig, path, footer)
+
+
+def _save(plt: Any, fig: Any, path: Path, footer: str) -> Path:
+    """Stamp the footer (command, date, machine), write the PNG and free the figure."""
     _footer(fig, footer)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path)

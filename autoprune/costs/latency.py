@@ -51,3 +51,9 @@ class LatencyCost(CostModel):
 
     def measure(self, model: nn.Module) -> float:
         return float(statistics.median(time_forward(model, self.settings)))
+
+
+def steady_latency(model: nn.Module, settings: CostSettings, rounds: int = 3) -> float:
+    """Median of ``rounds`` medians: for the readings that anchor or verify a budget."""
+    cost = LatencyCost(settings)
+    return float(statistics.median(cost.measure(model) for _ in range(rounds)))
