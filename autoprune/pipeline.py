@@ -16,6 +16,7 @@ import yaml
 
 from autoprune.costs import CostSettings, measure_costs
 from autoprune.costs.latency import steady_latency
+from autoprune.costs.online import TrackedEstimate
 from autoprune.errors import UserError
 from autoprune.evaluators import DistillConfig, parse_fidelity
 from autoprune.objectives import Budget, format_metric, parse_budget
@@ -152,7 +153,7 @@ def search_context(problem: Problem) -> SearchContext:
 
     estimator: list[Any] = []
 
-    def estimate(policy: Policy) -> float | None:
+    def raw_estimate(policy: Policy) -> float | None:
         if not estimator:
             from autoprune.costs.lut import AnalyticEstimate, build_lut, record_layers
             from autoprune.task import cache_dir
@@ -167,6 +168,8 @@ def search_context(problem: Problem) -> SearchContext:
                 estimator.append(AnalyticEstimate(layers, space, problem.metric, problem.dense[problem.metric]))
         return estimator[0](policy)
 
+    # Latency drifts with load, so the table is rescaled by what trials measure; counts do not.
+    estimate = TrackedEstimate(raw_estimate) if problem.budget.target == "latency" else raw_estimate
     return SearchContext(
         space=space, target=problem.budget.target, metric=problem.metric, limit=problem.limit,
         dense_cost=problem.dense[problem.metric], seed=settings.seed, cost_of=cost_of, estimate=estimate,

@@ -23,7 +23,8 @@ class LoopConfig:
     """When the loop stops and how it asks.
 
     Attributes:
-        trials: scored (trained) trials to run; rejected policies do not count.
+        trials: scored (trained) trials to run; rejected policies, and probes scored at a cheaper
+            fidelity than the run's (``Searcher.probe_fidelity``), do not count.
         batch: policies asked, and run, at a time (the number of workers).
         max_proposals: hard cap on proposals, rejected ones included.
         time_limit_s: stop asking after this many seconds.
@@ -95,29 +96,32 @@ def run_loop(
                 break
             pending = []
             for policy in policies:
-                number = ledger.start(policy, searcher=searcher.name, fidelity=template.fidelity)
+                probe = searcher.is_probe(policy)
+                fidelity = (searcher.probe_fidelity or template.fidelity) if probe else template.fidelity
+                number = ledger.start(policy, searcher=searcher.name, fidelity=fidelity)
                 seed = trial_seed(config.seed, number)
                 ledger.annotate(number, seed=seed)
-                limit = None if searcher.is_probe(policy) else template.limit
-                request = replace(template, number=number, policy=policy, seed=seed, limit=limit)
-                pending.append((number, policy, seed, executor.submit(run_trial, recipe, request)))
+                request = replace(template, number=number, policy=policy, seed=seed, fidelity=fidelity,
+                                  limit=None if probe else template.limit)
+                pending.append((number, policy, seed, fidelity, executor.submit(run_trial, recipe, request)))
                 proposed += 1
-            for number, policy, seed, future in pending:
+            for number, policy, seed, fidelity, future in pending:
                 try:
                     outcome = future.result()
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a broken trial must not end the search
                     ledger.fail(number, f"{type(exc).__name__}: {exc}")
-                    trial = Trial(number, policy, FAILED, {}, seed, searcher.name, template.fidelity)
+                    trial = Trial(number, policy, FAILED, {}, seed, searcher.name, fidelity)
                     outcome = None
                 else:
                     ledger.finish(number, outcome.metrics, constraint=outcome.constraint, rejected=outcome.rejected)
                     state = REJECTED if outcome.rejected else COMPLETE
                     metrics = dict(outcome.metrics)
-                    trial = Trial(number, policy, state, metrics, seed, searcher.name, template.fidelity, outcome.constraint)
+                    trial = Trial(number, policy, state, metrics, seed, searcher.name, fidelity, outcome.constraint)
                     outcomes.append(outcome)
-                    scored += int(not outcome.rejected)
+                    # Probes at a cheaper fidelity (a knapsack scan) do not use up the trial budget.
+                    scored += int(not outcome.rejected and fidelity == template.fidelity)
                 finished.append(trial)
                 searcher.tell(trial)
                 if on_trial is not None:

@@ -114,3 +114,16 @@ def test_corrupt_checkpoint_and_broken_study_recipe(cache, tmp_path, capsys):
     recipe.write_text("target: macs\nbudgte: 0.5\n")
     assert main(["search", "--study", str(recipe)]) == 2
     assert "budgte" in capsys.readouterr().err
+
+
+def test_knapsack_scan_probes_are_cheap_and_do_not_use_up_the_trials(cache, tmp_path):
+    run_dir = tmp_path / "knapsack"
+    code = main(["search", "--target", "macs", "--budget", "0.6", *TINY, "--searcher", "knapsack",
+                 "--run-dir", str(run_dir), "--cache-dir", cache])
+    assert code == 0
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")
+    fidelities = [t.user_attrs.get("fidelity") for t in study.trials]
+    probes = fidelities.count("bn")
+    assert probes == 1 + 12 * 2  # dense, then each of the 12 slots at 2 ratios
+    assert fidelities.count("kd:3") == 3  # the trial budget is spent on solutions
+    assert json.loads((run_dir / "summary.json").read_text())["final"]["within_budget"]

@@ -88,6 +88,7 @@ class RunResult:
     study_name: str
     run_dir: str
     scored: int = 0
+    probes: int = 0  # scored at a cheaper probe fidelity (knapsack's scan), not counted in ``scored``
     rejected: int = 0
     stopped: str = ""
     wall_s: float = 0.0
@@ -262,9 +263,10 @@ def run_search(base, *, view: str, searcher: str, seed: int, trials: int, time_l
         res.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     res.wall_s = time.perf_counter() - started
     trials_done = [t for t in ledger.trials() if t.fidelity != "final"]
-    scored = [t for t in trials_done if t.scored]
+    scored = [t for t in trials_done if t.scored and t.fidelity == settings.fidelity]
     metric, dense_cost = problem.metric, problem.dense[problem.metric]
     res.scored, res.rejected = len(scored), sum(t.state == "rejected" for t in trials_done)
+    res.probes = sum(t.scored and t.fidelity != settings.fidelity for t in trials_done)
     res.finetune_s = sum(float(t.metrics.get("finetune_s", 0.0)) for t in scored)
     res.evaluate_s = sum(float(t.metrics.get("evaluate_s", 0.0)) for t in scored)
     res.phases = phase_medians(scored)

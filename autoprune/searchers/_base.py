@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from autoprune.space import Policy, SearchSpace
-from autoprune.study import Trial
+from autoprune.study import COMPLETE, REJECTED, Trial
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ class Searcher(abc.ABC):
     """Base class of every search family; subclasses implement ``_setup``, ``_ask`` and ``_tell``."""
 
     name: ClassVar[str] = ""
+    # Fidelity of probes (``is_probe``), e.g. ``bn``; None scores them like every other trial.
+    probe_fidelity: str | None = None
 
     def __init__(self) -> None:
         self.ctx: SearchContext | None = None
@@ -95,7 +97,16 @@ class Searcher(abc.ABC):
         """Learn from one finished trial (also called to replay the ledger on resume)."""
         self.told.append(trial)
         self._seen.add(policy_key(trial.policy))
+        self._observe_cost(trial)
         self._tell(trial)
+
+    def _observe_cost(self, trial: Trial) -> None:
+        """Let an estimate that tracks measurements (``TrackedEstimate``) see this trial's cost."""
+        ctx = self.context
+        observe = getattr(ctx.estimate, "observe", None)
+        measured = trial.metrics.get(ctx.metric)
+        if observe is not None and measured and trial.state in (COMPLETE, REJECTED):
+            observe(trial.policy, float(measured))
 
     def is_probe(self, policy: Policy) -> bool:
         """True for a measurement the searcher needs scored even over budget (a sensitivity scan).
