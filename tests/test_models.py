@@ -44,6 +44,18 @@ def test_mobilenetv2_cifar_layout() -> None:
     assert sum(getattr(b, "use_residual", False) for b in full.modules()) == 10
 
 
+def test_mobilenetv2_stem_stride_quarters_the_macs() -> None:
+    from autoprune.costs.analytic import count_macs_params
+
+    base = build_model("mobilenetv2:width_mult=0.5", num_classes=10, in_channels=3)
+    fast = build_model("mobilenetv2:width_mult=0.5,stem_stride=2", num_classes=10, in_channels=3)
+    assert fast.features[0][0].stride == (2, 2)
+    macs = [count_macs_params(m, (3, 32, 32))[0] for m in (base, fast)]
+    assert 0.2 < macs[1] / macs[0] < 0.3
+    with pytest.raises(UserError, match="stem_stride must be 1 or 2"):
+        build_model("mobilenetv2:stem_stride=3", num_classes=10, in_channels=3)
+
+
 @pytest.mark.parametrize(
     "spec,match",
     [

@@ -52,6 +52,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine decay) [default: 0.1]")
     p.add_argument("--train-limit", type=int, help="train on at most this many images [default: all]")
     p.add_argument("--cache-dir", help="cache of decoded data")
+    p.add_argument("--threads", type=int, help="CPU threads for training [default: all cores]")
 
 
 def _names(text: str | None, allowed: list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -131,6 +132,6 @@ def train_command(args: argparse.Namespace, command: str, console) -> int:
 
     spec = TrainSpec(model=args.model, data=args.data, out=Path(args.out), epochs=args.epochs, seed=args.seed,
                      image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
-                     train_limit=args.train_limit, cache_dir=args.cache_dir)
+                     train_limit=args.train_limit, cache_dir=args.cache_dir, threads=args.threads)
     train_reference(spec, command, log=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
     return 0

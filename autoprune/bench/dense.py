@@ -34,6 +34,7 @@ class TrainSpec:
     lr: float = 0.1
     train_limit: int | None = None
     cache_dir: str | None = None
+    threads: int | None = None
 
 
 def sidecar_path(checkpoint: Path) -> Path:
@@ -69,7 +70,9 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
 
     if spec.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {spec.epochs}")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if spec.threads is not None and spec.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {spec.threads}")
+    torch.set_num_threads(spec.threads or max(1, os.cpu_count() or 1))
     data = load_data(spec.data, image_size=spec.image_size, seed=spec.seed, cache_dir=spec.cache_dir)
     data = data.with_limits(spec.train_limit, None, spec.seed)
     c, _, _ = data.input_shape

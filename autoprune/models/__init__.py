@@ -40,10 +40,11 @@ def _mobilenetv2(
     width_mult: float = 1.0,
     last_channel: int = 1280,
     dropout: float = 0.0,
+    stem_stride: int = 1,
 ) -> nn.Module:
     from autoprune.models.mobilenet import mobilenetv2
 
-    return mobilenetv2(num_classes, in_channels, width_mult, last_channel, dropout)
+    return mobilenetv2(num_classes, in_channels, width_mult, last_channel, dropout, stem_stride)
 
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {

@@ -73,13 +73,16 @@ class MobileNetV2(nn.Module):
         width_mult: float = 1.0,
         last_channel: int = 1280,
         dropout: float = 0.0,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be positive, got {width_mult}")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         in_ch = make_divisible(32 * width_mult)
         self.last_channel = make_divisible(last_channel * max(1.0, width_mult))
-        features: list[nn.Module] = [conv_bn_relu(in_channels, in_ch, stride=1)]
+        features: list[nn.Module] = [conv_bn_relu(in_channels, in_ch, stride=stem_stride)]
         for t, c, n, s in CIFAR_SETTINGS:
             out_ch = make_divisible(c * width_mult)
             for i in range(n):
@@ -111,6 +114,11 @@ def mobilenetv2(
     width_mult: float = 1.0,
     last_channel: int = 1280,
     dropout: float = 0.0,
+    stem_stride: int = 1,
 ) -> MobileNetV2:
-    """CIFAR-style MobileNetV2; ``width_mult`` scales every layer (e.g. 0.5)."""
-    return MobileNetV2(num_classes, in_channels, width_mult, last_channel, dropout)
+    """CIFAR-style MobileNetV2; ``width_mult`` scales every layer (e.g. 0.5).
+
+    ``stem_stride=2`` halves the resolution at the stem (a quarter of the MACs), for CPUs where
+    the 32 x 32 early stages are too slow to train.
+    """
+    return MobileNetV2(num_classes, in_channels, width_mult, last_channel, dropout, stem_stride)
