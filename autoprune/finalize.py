@@ -2,7 +2,10 @@
 
 The pick is re-checked where the budget is noisy: latency of the best candidates is measured
 again in the main process with nothing else running, and the most accurate one still within
-budget wins. The exported model is reloaded from disk and measured once more.
+budget wins. The exported model is reloaded from disk and measured once more. Where the budget is
+a fraction of the dense model, both checks measure the dense model alongside and compare the
+ratio with the fraction, so a machine that has slowed down (or sped up) since the budget was
+anchored does not turn a policy over (or under) budget.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprune.costs import measure_costs
-from autoprune.costs.latency import steady_latency
+from autoprune.costs.latency import paired_latency, steady_latency
 from autoprune.errors import UserError
 from autoprune.policy_io import save_policy
 from autoprune.prune import load_slimmed
@@ -50,7 +53,7 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
     measured: list[tuple[float, Trial]] = []
     for trial in ranked[:recheck]:
         model, _ = slim(problem.task, problem.space, trial.policy, problem.settings.criterion, problem.settings.seed)
-        latency = steady_latency(model, problem.cost)
+        latency = anchored_latency(problem, model)
         if latency <= problem.limit:
             return trial
         measured.append((latency, trial))
@@ -59,6 +62,16 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
     log(f"none of the {len(measured)} best candidates stays within budget when re-measured; "
         f"taking the fastest, trial {fastest.number} ({latency:.2f} ms): the machine may be busy")
     return fastest
+
+
+def anchored_latency(problem, model) -> float:
+    """Latency of ``model`` in the units of ``problem.limit``: for a budget relative to the dense
+    model, the ratio to the dense model measured alongside times the dense latency the limit was
+    set from (drift cancels); for an absolute budget, a steady reading."""
+    if problem.budget.fraction is None:
+        return steady_latency(model, problem.cost)
+    _, ratio = paired_latency(model, problem.task.model, problem.cost)
+    return ratio * problem.dense["latency_ms"]
 
 
 def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> FinalResult:
@@ -79,10 +92,17 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
 
     reloaded = load_slimmed(model_path, problem.task.model)
     verified = measure_costs(reloaded, problem.cost, latency=False)
-    verified["latency_ms"] = steady_latency(reloaded, problem.cost)
+    if problem.metric == "latency_ms" and problem.budget.fraction is not None:
+        now, ratio = paired_latency(reloaded, problem.task.model, problem.cost)
+        verified.update(latency_ms=ratio * problem.dense["latency_ms"], latency_ms_now=now, latency_ratio=ratio)
+    else:
+        verified["latency_ms"] = steady_latency(reloaded, problem.cost)
     verified_cost = verified[problem.metric]
     status = "within" if verified_cost <= problem.limit else "OVER"
     log(f"exported {model_path}: reloaded from disk, {problem.metric} {verified_cost:.4g} is {status} the budget {problem.limit:.4g}")
+    if "latency_ratio" in verified:
+        log(f"  latency measured alongside the dense model: {verified['latency_ratio']:.3f} of dense "
+            f"({verified['latency_ms_now']:.4g} ms now; the budget is {problem.budget.fraction:g} of dense)")
 
     settings = problem.settings
     provenance: dict[str, Any] = {
@@ -99,6 +119,8 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
             "val_accuracy": outcome.metrics.get("val_accuracy"),
             "test_accuracy": outcome.metrics.get("test_accuracy"),
             "macs": verified["macs"], "params": verified["params"], "latency_ms": verified["latency_ms"],
+            **({"latency_ratio": verified["latency_ratio"], "latency_ms_now": verified["latency_ms_now"]}
+               if "latency_ratio" in verified else {}),
             "dense_macs": problem.dense["macs"], "dense_params": problem.dense["params"],
             "dense_latency_ms": problem.dense["latency_ms"],
             "dense_val_accuracy": problem.task.dense_val_accuracy,

@@ -53,6 +53,7 @@ class Problem:
         return TrialRequest(
             number=-1, policy=self.space.dense(), seed=0, fidelity=fidelity, target=self.budget.target,
             limit=self.limit, rules=self.space.rules, cost=self.cost, scoring=self.scoring,
+            dense_latency_ms=self.dense["latency_ms"] if self.budget.target == "latency" and self.budget.fraction is not None else None,
         )
 
 

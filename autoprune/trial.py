@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from autoprune.costs import CostSettings, measure_costs
-from autoprune.costs.latency import thread_count
+from autoprune.costs.latency import LatencyCost, thread_count
 from autoprune.evaluators import DistillConfig, distill, parse_fidelity, recalibrate_bn
 from autoprune.objectives import TARGETS
 from autoprune.prune import apply_policy, save_slimmed
@@ -59,6 +59,10 @@ class TrialRequest:
     cost: CostSettings
     scoring: ScoringConfig
     save_to: str | None = None
+    # Set for a latency budget relative to the dense model: the dense latency the limit was set
+    # from. The trial then measures the dense model alongside and reports latency_ms as
+    # ratio x this anchor, so drift in the machine's speed cancels (see ``paired_latency``).
+    dense_latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,11 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
 
         tick = time.perf_counter()
         metrics: dict[str, float] = measure_costs(model, request.cost, latency=request.target == "latency" or fidelity.final)
+        if request.dense_latency_ms is not None and "latency_ms" in metrics:
+            dense_now = LatencyCost(request.cost).measure(task.model)
+            ratio = metrics["latency_ms"] / dense_now
+            metrics.update(latency_ms_now=metrics["latency_ms"], latency_ratio=ratio,
+                           latency_ms=ratio * request.dense_latency_ms)
         timings["measure_s"] = time.perf_counter() - tick
         constraint = None
         if request.limit is not None:

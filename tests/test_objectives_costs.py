@@ -43,3 +43,20 @@ def test_measure_costs_small_model():
     assert costs["params"] == sum(p.numel() for p in model.parameters())
     assert costs["macs"] > costs["params"] and costs["latency_ms"] > 0
     assert torch.get_num_threads() >= 1
+
+
+def test_paired_latency_ratio_cancels_the_machine_speed():
+    from torch import nn
+
+    from autoprune.costs import CostSettings
+    from autoprune.costs.latency import paired_latency
+
+    def net(width: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
+
+    settings = CostSettings((3, 32, 32), batch_size=4, threads=1, warmup=2, repeats=7)
+    big = net(64)
+    ms, same = paired_latency(big, big, settings, rounds=3)
+    assert ms > 0 and 0.6 < same < 1.6
+    _, small = paired_latency(net(8), big, settings, rounds=3)
+    assert small < 0.5

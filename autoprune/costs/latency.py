@@ -57,3 +57,15 @@ def steady_latency(model: nn.Module, settings: CostSettings, rounds: int = 3) ->
     """Median of ``rounds`` medians: for the readings that anchor or verify a budget."""
     cost = LatencyCost(settings)
     return float(statistics.median(cost.measure(model) for _ in range(rounds)))
+
+
+def paired_latency(model: nn.Module, dense: nn.Module, settings: CostSettings, rounds: int = 3) -> tuple[float, float]:
+    """(latency ms, latency / dense latency), the two measured alternately in ``rounds`` rounds.
+
+    A budget given as a fraction of the dense model is a ratio on this device; the machine's speed
+    drifts (load, frequency) by more than the margin near a budget, but a ratio of two readings
+    taken side by side cancels the drift. Both are medians over the rounds.
+    """
+    cost = LatencyCost(settings)
+    pairs = [(cost.measure(model), cost.measure(dense)) for _ in range(rounds)]
+    return (float(statistics.median(m for m, _ in pairs)), float(statistics.median(m / d for m, d in pairs)))
