@@ -7,7 +7,7 @@ dense model measured alongside), the measurement's own drift, the rank correlati
 command. Torchvision models run at 1 thread by default (``--threads 2`` for two): on a 2-core
 machine shared with other jobs, two threads mostly measure the scheduler. Weights are random: latency does not depend on them.
 
-    python benchmarks/lut_error.py                      # resnet20 (digits, 32 px), resnet18, mobilenet_v2
+    python benchmarks/lut_error.py                      # resnet20 (the default task: digits, 16 px, batch 32), resnet18, mobilenet_v2
     python benchmarks/lut_error.py --models resnet20 --policies 50 --seed 0
 """
 
@@ -43,7 +43,7 @@ class Case:
 
 
 CASES = {
-    "resnet20": Case("resnet20", "cifar_resnet", (1, 32, 32), 16, 1, 15, 15),
+    "resnet20": Case("resnet20", "cifar_resnet", (1, 16, 16), 32, 1, 15, 15),  # the default task
     "resnet18": Case("resnet18", "torchvision", (3, 224, 224), 1, 1, 7, 9),
     "mobilenet_v2": Case("mobilenet_v2", "mobilenet", (3, 224, 224), 1, 1, 7, 9),
 }
