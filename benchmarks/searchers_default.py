@@ -32,12 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=SearchSettings.trials, help="scored trials per search")
     parser.add_argument("--budget", default=SearchSettings.budget)
     parser.add_argument("--out", default="runs/searchers-default", help="run directories and studies.db")
+    parser.add_argument("--threads", type=int, default=None, help="training threads per trial [default: all cores]")
     args = parser.parse_args(argv)
     print("command: python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(out / 'studies.db').resolve()}"
-    problem = build_problem(SearchSettings(budget=args.budget))
+    problem = build_problem(SearchSettings(budget=args.budget, threads=args.threads))
     s = problem.settings
     print(f"task: {s.model} on {s.data}, {s.target} <= {problem.limit:.3f} ({s.budget} of dense "
           f"{problem.dense[problem.metric]:.3f}), fidelity {s.fidelity}, final {s.final_steps} steps", flush=True)

@@ -5,6 +5,7 @@ hand-made values."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 
@@ -233,3 +234,33 @@ def test_fidelity_and_throughput_sections(bench):
     rows = bench["results"]["throughput"]
     assert [(r["executor"], r["workers"]) for r in rows] == [("inline", 1), ("inline", 2)]
     assert all(r["scored"] >= 1 and r["per_minute"] > 0 for r in rows)
+
+
+def test_render_writes_the_report_again_from_results_json(bench, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recorded data root is not needed to render
+    before = bench["out"].read_text()
+    bench["out"].unlink()
+    assert main(["bench", "--render", str(bench["run_root"])]) == 0  # "broken" is no longer registered
+    after = bench["out"].read_text()
+    table = before[before.index("### Same number of scored trials"):before.index("#### Cost per scored trial")]
+    assert table in after
+    assert "## Fidelity of the cheap scores" in after and "## Throughput" in after
+
+
+def test_render_of_a_directory_without_results_is_exit_2(tmp_path, capsys):
+    assert main(["bench", "--render", str(tmp_path)]) == 2
+    assert "results.json" in capsys.readouterr().err
+
+
+def test_render_merges_runs_of_several_bench_commands(bench):
+    from autoprune.bench.render import load_result, merge
+    from autoprune.cli import parser
+
+    with registered_broken():
+        one = load_result(bench["run_root"], parser())
+    other = dataclasses.replace(one, config=dataclasses.replace(one.config, command="autoprune bench --sections fidelity"),
+                                runs=[], fidelity=None)
+    merged = merge([one, other])
+    assert len(merged.runs) == len(one.runs) and merged.fidelity == one.fidelity
+    assert merged.config.command == f"{one.config.command}; autoprune bench --sections fidelity"
+    assert [t.name for t in merged.tasks] == [t.name for t in one.tasks]

@@ -39,6 +39,9 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--throughput-trials", type=int, help=f"scored trials per throughput run "
                    f"[default: {THROUGHPUT_TRIALS}; --quick {QUICK_THROUGHPUT_TRIALS}]")
     p.add_argument("--cache-dir", help="cache of decoded data and dense models")
+    p.add_argument("--render", metavar="RUN_DIR", nargs="+", help="write the report again from RUN_DIR/results.json "
+                   "(a finished or interrupted run; several are merged), with the settings of the command each "
+                   "recorded; runs nothing")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -93,7 +96,8 @@ def bench_config(args: argparse.Namespace, command: str):
     )
     from autoprune.searchers import searcher_names
 
-    data_root = resolve_data_root(args.data_root)
+    # Rendering an existing run reads no images: its data root need not exist here.
+    data_root = Path(args.data_root or "") if getattr(args, "render", None) else resolve_data_root(args.data_root)
     studies = resolve_studies(args.study)
     if args.quick and not args.study:  # quick: the first reference task only, unless recipes are named
         studies = studies[:1]
@@ -122,8 +126,17 @@ def bench_config(args: argparse.Namespace, command: str):
 def bench_command(args: argparse.Namespace, command: str, console) -> int:
     from autoprune.bench.harness import run_bench
 
+    def log(msg: str) -> None:
+        console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    if args.render:
+        from autoprune.bench.render import render
+        from autoprune.cli import parser
+
+        render([Path(d) for d in args.render], parser(), log=log)
+        return 0
     cfg = bench_config(args, command)
-    run_bench(cfg, log=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    run_bench(cfg, log=log)
     return 0
 
 

@@ -216,7 +216,8 @@ def fidelity_section(result, figures: Path, out_dir: Path) -> list[str]:
     if not f:
         return []
     lines = ["## Fidelity of the cheap scores", "",
-             f"{f['policies']} random feasible policies of `{f['task']}`, each scored by adaptive-BN recalibration "
+             f"{f['policies']} random feasible policies of `{f['task']}` ({f.get('asked', f['policies'])} drawn as "
+             "`random` draws them; those measured over budget were dropped), each scored by adaptive-BN recalibration "
              f"alone (`bn`), by `{f['kd']}` and by the final fine-tune ({f['final_steps']} steps), with the same seed; "
              "final = validation accuracy after the final fine-tune.", ""]
     rows = [[k, "–" if v != v else f"{v:.3f}"] for k, v in f["spearman"].items()]
@@ -239,7 +240,7 @@ def throughput_section(result) -> list[str]:
             continue
         rows.append([r["executor"], str(r["workers"]), f"{r['scored']}", f"{r['wall_s']:.1f}", f"{r['per_minute']:.2f}",
                      f"{100 * r['overhead']:.0f}%", f"start-up {r['startup_s']:.1f} s, {r['threads']} thread(s)/worker"])
-    task = next((t.name for t in result.tasks if t.problem is not None), "")
+    task = next((t.name for t in result.tasks if t.error is None), "")
     lines = ["## Throughput", "", f"A `random` search of `{task}` per executor and worker count (warm-up of fresh "
              "workers included; executor start-up timed apart). Overhead: the worker time available (wall × parallel "
              "workers) not spent fine-tuning or evaluating.", ""]

@@ -1,0 +1,96 @@
+"""``autoprune bench --render RUN_DIR``: write BENCHMARKS.md again from a run's ``results.json``.
+
+A bench run takes hours; its report and figures are made from plain numbers that the harness
+saves after every search (``results.json``). Rendering again needs no search: after an
+interruption (the report then covers the runs that finished), or to regenerate the figures. The
+configuration is rebuilt from the command the run recorded, so the report names that command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from autoprune.errors import UserError
+
+
+def load_result(run_dir: Path, parser: argparse.ArgumentParser):
+    """The ``BenchResult`` of a finished or interrupted run, without its live problems."""
+    from autoprune.bench.command import bench_config
+    from autoprune.bench.harness import BenchResult, RunResult, TaskSetup
+    from autoprune.settings import settings_from_dict
+
+    path = run_dir / "results.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; --render takes a bench run directory (benchmarks/runs/<stamp>)") from None
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); the run may have been cut off while saving") from None
+    command = str(data.get("command", "autoprune bench"))
+    argv = _without_searchers(shlex.split(command)[2:])  # past "autoprune bench"
+    argv.append("--render=" + str(run_dir))
+    cfg = bench_config(parser.parse_args(["bench", *argv]), command)
+    # The searchers the runs name, in their order: one unregistered since then still renders.
+    searchers = tuple(dict.fromkeys(str(r["searcher"]) for r in data["runs"])) or cfg.searchers
+    cfg = dataclasses.replace(cfg, searchers=searchers)
+    tasks = [TaskSetup(t["name"], t["study"], settings_from_dict(t["settings"], t["study"]), t["dense"], None, t["error"])
+             for t in data["tasks"]]
+    runs = [RunResult(**{**r, "points": [tuple(p) for p in r.get("points", [])]}) for r in data["runs"]]
+    return BenchResult(cfg, data["machine"], tasks, runs, data.get("time_limits", {}), data.get("fidelity"),
+                       data.get("throughput") or [], run_dir, data["storage"], float(data.get("elapsed_s", 0.0)))
+
+
+def _without_searchers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--searchers":
+            skip = True
+        elif not arg.startswith("--searchers="):
+            out.append(arg)
+    return out
+
+
+def merge(results: list) -> Any:
+    """One report from several runs (an interrupted bench, then the sections or tasks it had left):
+    runs are concatenated, a task is described by the first run that searched it, the fidelity and
+    throughput sections come from the first run that has them, and the header names every command."""
+    first = results[0]
+    if len(results) == 1:
+        return first
+    searchers = tuple(dict.fromkeys(s for r in results for s in r.config.searchers))
+    command = "; ".join(dict.fromkeys(r.config.command for r in results))
+    cfg = dataclasses.replace(first.config, searchers=searchers, command=command,
+                              seeds=max(r.config.seeds for r in results))
+    tasks: dict[str, tuple[Any, bool]] = {}
+    for r in results:
+        for t in r.tasks:
+            searched = any(run.task == t.name for run in r.runs)
+            if t.name not in tasks or (searched and not tasks[t.name][1]):
+                tasks[t.name] = (t, searched)
+    time_limits: dict[str, float] = {}
+    for r in results:
+        time_limits.update(r.time_limits)
+    return dataclasses.replace(
+        first, config=cfg, tasks=[t for t, _ in tasks.values()], runs=[run for r in results for run in r.runs],
+        time_limits=time_limits, fidelity=next((r.fidelity for r in results if r.fidelity), None),
+        throughput=next((r.throughput for r in results if r.throughput), []),
+        root=" and ".join(str(r.root) for r in results), storage=" and ".join(r.storage for r in results),
+        elapsed_s=sum(r.elapsed_s for r in results),
+    )
+
+
+def render(run_dirs: list[Path], parser: argparse.ArgumentParser, log=print) -> Path:
+    from autoprune.bench.markdown import write_markdown
+
+    results = [load_result(d, parser) for d in run_dirs]
+    out = write_markdown(merge(results))
+    log(f"wrote {out} from {', '.join(str(d / 'results.json') for d in run_dirs)} "
+        f"({sum(len(r.runs) for r in results)} search runs)")
+    return out
