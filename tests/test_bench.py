@@ -264,3 +264,12 @@ def test_render_merges_runs_of_several_bench_commands(bench):
     assert len(merged.runs) == len(one.runs) and merged.fidelity == one.fidelity
     assert merged.config.command == f"{one.config.command}; autoprune bench --sections fidelity"
     assert [t.name for t in merged.tasks] == [t.name for t in one.tasks]
+
+
+def test_report_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from autoprune.bench.markdown import _relative
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path.resolve()}/benchmarks/runs/x/studies.db"
+    assert _relative(url) == "sqlite:///benchmarks/runs/x/studies.db"
+    assert _relative("/elsewhere/runs") == "/elsewhere/runs"

@@ -248,6 +248,12 @@ def throughput_section(result) -> list[str]:
     return lines + ["", f"_{provenance(result)}_", ""]
 
 
+def _relative(text: str) -> str:
+    """``text`` with this directory's absolute path taken out: a committed report names no path
+    of the machine that made it (the storage URL is absolute so Optuna finds it from anywhere)."""
+    return text.replace(f"{Path.cwd().resolve()}/", "")
+
+
 def write_markdown(result) -> Path:
     """Write ``result.config.out`` and its figures; returns the path."""
     cfg = result.config
@@ -265,7 +271,8 @@ def write_markdown(result) -> Path:
         f"Machine: {m['cores']} cores, {m['cpu']} ({m['platform']}). Versions: "
         + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", "",
         f"Searchers: {', '.join(f'`{s}`' for s in cfg.searchers)}. Every search's trials are in one Optuna storage "
-        f"(`optuna-dashboard {result.storage}` shows them side by side); run directories under `{result.root}`.", "",
+        f"(`optuna-dashboard {_relative(result.storage)}` shows them side by side); run directories under "
+        f"`{_relative(str(result.root))}`.", "",
     ]
     lines += scale_section(result) + dense_section(result)
     for task in result.tasks:
