@@ -53,7 +53,7 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
     measured: list[tuple[float, Trial]] = []
     for trial in ranked[:recheck]:
         model, _ = slim(problem.task, problem.space, trial.policy, problem.settings.criterion, problem.settings.seed)
-        latency = anchored_latency(problem, model)
+        latency = anchored_latency(problem, model)["latency_ms"]
         if latency <= problem.limit:
             return trial
         measured.append((latency, trial))
@@ -64,14 +64,15 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
     return fastest
 
 
-def anchored_latency(problem, model) -> float:
-    """Latency of ``model`` in the units of ``problem.limit``: for a budget relative to the dense
-    model, the ratio to the dense model measured alongside times the dense latency the limit was
-    set from (drift cancels); for an absolute budget, a steady reading."""
-    if problem.budget.fraction is None:
-        return steady_latency(model, problem.cost)
-    _, ratio = paired_latency(model, problem.task.model, problem.cost)
-    return ratio * problem.dense["latency_ms"]
+def anchored_latency(problem, model) -> dict[str, float]:
+    """Latency of ``model`` in the units of ``problem.limit`` (``latency_ms``): for a latency budget
+    relative to the dense model, the ratio to the dense model measured alongside (``latency_ratio``,
+    raw reading ``latency_ms_now``) times the dense latency the limit was set from, so drift
+    cancels; otherwise a steady reading."""
+    if problem.metric != "latency_ms" or problem.budget.fraction is None:
+        return {"latency_ms": steady_latency(model, problem.cost)}
+    now, ratio = paired_latency(model, problem.task.model, problem.cost)
+    return {"latency_ms": ratio * problem.dense["latency_ms"], "latency_ms_now": now, "latency_ratio": ratio}
 
 
 def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> FinalResult:
@@ -92,11 +93,7 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
 
     reloaded = load_slimmed(model_path, problem.task.model)
     verified = measure_costs(reloaded, problem.cost, latency=False)
-    if problem.metric == "latency_ms" and problem.budget.fraction is not None:
-        now, ratio = paired_latency(reloaded, problem.task.model, problem.cost)
-        verified.update(latency_ms=ratio * problem.dense["latency_ms"], latency_ms_now=now, latency_ratio=ratio)
-    else:
-        verified["latency_ms"] = steady_latency(reloaded, problem.cost)
+    verified.update(anchored_latency(problem, reloaded))
     verified_cost = verified[problem.metric]
     status = "within" if verified_cost <= problem.limit else "OVER"
     log(f"exported {model_path}: reloaded from disk, {problem.metric} {verified_cost:.4g} is {status} the budget {problem.limit:.4g}")
