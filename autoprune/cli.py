@@ -33,6 +33,8 @@ HELP = {
     "lr": "fine-tune learning rate",
     "latency_batch": "batch size latency is measured at",
     "latency_threads": "CPU threads latency is measured with",
+    "latency_warmup": "untimed forward passes before each latency reading",
+    "latency_repeats": "timed forward passes per latency reading (the median is taken)",
     "executor": "inline | processes | ray",
     "workers": "trials run at once",
     "threads": "CPU threads per trial for training (default: cores / workers)",

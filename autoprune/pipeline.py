@@ -93,6 +93,9 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
         raise UserError(f"--trials must be at least 1, got {settings.trials}")
     if settings.workers < 1:
         raise UserError(f"--workers must be at least 1, got {settings.workers}")
+    if settings.latency_repeats < 1 or settings.latency_warmup < 0:
+        raise UserError(f"--latency-repeats must be at least 1 and --latency-warmup at least 0, "
+                        f"got {settings.latency_repeats} and {settings.latency_warmup}")
     rules = resolve_rules(settings)
     recipe = TaskRecipe(
         model=settings.model, data=absolute_data_spec(settings.data), checkpoint=str(Path(settings.checkpoint).expanduser().resolve()) if settings.checkpoint else None,
@@ -102,7 +105,8 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
     )
     task = load_task(recipe, progress=True)
     space = SearchSpace.from_model(task.model, task.example_inputs(), rules)
-    cost = CostSettings(task.input_shape, batch_size=settings.latency_batch, threads=settings.latency_threads)
+    cost = CostSettings(task.input_shape, batch_size=settings.latency_batch, threads=settings.latency_threads,
+                        warmup=settings.latency_warmup, repeats=settings.latency_repeats)
     dense = measure_costs(task.model, cost, latency=False)
     dense["latency_ms"] = steady_latency(task.model, cost)  # a fraction budget's limit derives from it
     limit = budget.limit(dense[budget.metric])

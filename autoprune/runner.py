@@ -28,6 +28,9 @@ class LoopConfig:
         batch: policies asked, and run, at a time (the number of workers).
         max_proposals: hard cap on proposals, rejected ones included.
         time_limit_s: stop asking after this many seconds.
+        min_time_s: after ``trials`` are scored, keep asking until this many seconds have passed
+            (an anytime run: ``autoprune bench`` reads its equal-trials and equal-time views as two
+            prefixes of one search).
         seed: the search seed; trial seeds derive from it and the trial number.
     """
 
@@ -35,6 +38,7 @@ class LoopConfig:
     batch: int = 1
     max_proposals: int | None = None
     time_limit_s: float | None = None
+    min_time_s: float | None = None
     seed: int = 0
 
 
@@ -81,15 +85,22 @@ def run_loop(
     finished: list[Trial] = []
     outcomes: list[TrialOutcome] = []
     stopped = "trials"
+
+    def more() -> bool:
+        if scored < config.trials:
+            return True
+        return config.min_time_s is not None and time.perf_counter() - started < config.min_time_s
+
     try:
-        while scored < config.trials:
+        while more():
             if proposed >= max_proposals:
                 stopped = "max_proposals"
                 break
             if config.time_limit_s is not None and time.perf_counter() - started > config.time_limit_s:
                 stopped = "time"
                 break
-            n = min(config.batch, config.trials - scored, max_proposals - proposed)
+            wanted = config.trials - scored if scored < config.trials else config.batch
+            n = min(config.batch, wanted, max_proposals - proposed)
             policies = searcher.ask(n)
             if not policies:
                 stopped = "exhausted"

@@ -37,6 +37,8 @@ class SearchSettings:
     lr: float = 0.01
     latency_batch: int = 32
     latency_threads: int = 1
+    latency_warmup: int = 10
+    latency_repeats: int = 30
     executor: str = "inline"
     workers: int = 1
     threads: int | None = None

@@ -214,7 +214,7 @@ def test_a_failing_searcher_is_reported_not_fatal(bench):
     assert "`broken` seed 0: RuntimeError: this searcher always fails" in bench["out"].read_text()
 
 
-def test_every_run_is_finalised_and_its_own_study(bench):
+def test_every_search_is_finalised_and_its_own_study(bench):
     runs = [r for r in bench["results"]["runs"] if r["searcher"] != "broken"]
     assert {(r["view"], r["searcher"]) for r in runs} == {(v, s) for v in ("trials", "time") for s in ("random", "uniform")}
     for r in runs:
@@ -223,8 +223,16 @@ def test_every_run_is_finalised_and_its_own_study(bench):
         assert len(r["points"]) == r["scored"] == len(r["curve"])
         assert r["hypervolume"] == pytest.approx(hypervolume([tuple(p) for p in r["points"]]))
     assert all(r["scored"] == 2 for r in runs if r["view"] == "trials")
-    names = optuna.get_all_study_names(f"sqlite:///{bench['run_root'] / 'studies.db'}")
-    assert "tiny_macs/trials/random/seed0" in names and "tiny_macs/time/uniform/seed0" in names
+    storage = f"sqlite:///{bench['run_root'] / 'studies.db'}"
+    names = optuna.get_all_study_names(storage)
+    assert "tiny_macs/random/seed0" in names and "tiny_macs/uniform/seed0" in names
+    for searcher in ("random", "uniform"):  # both views read one search: its study holds every trial of both
+        trials = optuna.load_study(study_name=f"tiny_macs/{searcher}/seed0", storage=storage).trials
+        scored = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("fidelity") == "kd:3"]
+        views = {r["view"]: r for r in runs if r["searcher"] == searcher}
+        assert len(scored) >= max(views["trials"]["scored"], views["time"]["scored"])
+        finals = [t for t in trials if t.user_attrs.get("fidelity") == "final"]
+        assert 1 <= len(finals) <= 2  # one final fine-tune per distinct pick
     assert (bench["root"] / "runs" / ".gitignore").read_text().strip() == "*"
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from autoprune.bench.dense import read_sidecar, train_command_for
-from autoprune.bench.metrics import best_so_far, hypervolume
 from autoprune.errors import UserError
 from autoprune.settings import SearchSettings, load_study_recipe, settings_from_dict
 
@@ -28,7 +26,7 @@ DEFAULT_DATA_ROOT = "../shared/data/cifar10"
 DEFAULT_STUDIES = (
     "studies/bench_cifar10_resnet20_latency50.yaml",
     "studies/bench_cifar10_resnet20_latency30.yaml",
-    "studies/bench_cifar10_mobilenetv2.yaml",
+    "studies/bench_cifar10_mobilenetv2_macs50.yaml",
 )
 SECTIONS = ("trials", "time", "fidelity", "throughput")
 EXECUTORS = ("inline", "processes", "ray")
@@ -37,7 +35,6 @@ QUICK: dict[str, Any] = {
     "trials": 3, "fidelity": "kd:3", "final_steps": 10, "train_limit": 500, "val_limit": 200, "dense_epochs": 1,
 }
 QUICK_TIME_LIMIT_S = 10.0
-TIME_VIEW_TRIAL_CAP = 1000  # the equal-time view stops on time, not on trials
 
 Log = Callable[[str], None]
 
@@ -237,104 +234,12 @@ def _warm_estimate(problem) -> None:
     search_context(problem).estimate(problem.space.dense())
 
 
-def run_search(base, *, view: str, searcher: str, seed: int, trials: int, time_limit: float | None,
-               storage: str, run_dir: Path, executor, task: str) -> RunResult:
-    """One search and its final fine-tune; a searcher's failure is recorded, never raised."""
-    from autoprune.finalize import finalize, pick
-    from autoprune.pipeline import make_run_searcher, open_ledger, save_settings
-    from autoprune.report import phase_medians
-    from autoprune.runner import LoopConfig, run_loop
-
-    study_name = f"{task}/{view}/{searcher}/seed{seed}"
-    settings = base.settings.replace(searcher=searcher, seed=seed, trials=trials, time_limit=time_limit,
-                                     storage=storage, study_name=study_name, run_dir=str(run_dir), resume=False)
-    problem = dataclasses.replace(base, settings=settings, run_dir=run_dir)
-    res = RunResult(task, view, searcher, seed, study_name, str(run_dir), limit=problem.limit)
-    ledger = open_ledger(problem)
-    save_settings(problem)
-    started = time.perf_counter()
-    try:
-        search = make_run_searcher(problem)
-        loop = LoopConfig(trials=trials, batch=settings.workers, time_limit_s=time_limit, seed=seed)
-        outcome = run_loop(problem.recipe, problem.template(settings.fidelity), search, ledger, executor, loop)
-        res.stopped, res.loop_s = outcome.stopped, outcome.elapsed_s
-    except Exception as exc:  # noqa: BLE001 - one broken searcher must not end the benchmark
-        ledger.fail_running(f"searcher error: {exc}")
-        res.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    res.wall_s = time.perf_counter() - started
-    trials_done = [t for t in ledger.trials() if t.fidelity != "final"]
-    scored = [t for t in trials_done if t.scored and t.fidelity == settings.fidelity]
-    metric, dense_cost = problem.metric, problem.dense[problem.metric]
-    res.scored, res.rejected = len(scored), sum(t.state == "rejected" for t in trials_done)
-    res.probes = sum(t.scored and t.fidelity != settings.fidelity for t in trials_done)
-    res.finetune_s = sum(float(t.metrics.get("finetune_s", 0.0)) for t in scored)
-    res.evaluate_s = sum(float(t.metrics.get("evaluate_s", 0.0)) for t in scored)
-    res.phases = phase_medians(scored)
-    res.curve = best_so_far([t.accuracy if t.feasible else None for t in scored])
-    res.points = [(float(t.accuracy or 0.0), float(t.metrics[metric]) / dense_cost) for t in scored if metric in t.metrics]
-    res.hypervolume = hypervolume(res.points)
-    if res.error is None:
-        try:
-            best = pick(problem, trials_done, log=lambda _m: None)
-            final = finalize(problem, ledger, best, executor, log=lambda _m: None)
-        except Exception as exc:  # noqa: BLE001 - e.g. no feasible policy found
-            res.error = f"{type(exc).__name__}: {exc}"
-        else:
-            m = final.outcome.metrics
-            res.search_accuracy = best.accuracy
-            res.final_val, res.final_test = m.get("val_accuracy"), m.get("test_accuracy")
-            res.final_cost = final.verified_cost
-            res.within_budget = final.verified_cost <= problem.limit
-    return res
-
-
-def equal_time_limit(cfg: BenchConfig, runs: list[RunResult], task: str) -> float:
-    """The equal-time view's budget: --time-limit, else the median time the search loop of the
-    random baseline (else of every searcher) took in the equal-trials view of this task."""
-    if cfg.time_limit is not None:
-        return cfg.time_limit
-    mine = [r for r in runs if r.task == task and r.view == "trials" and r.error is None]
-    ref = [r.loop_s for r in mine if r.searcher == "random"] or [r.loop_s for r in mine]
-    if ref:
-        return float(statistics.median(ref))
-    return QUICK_TIME_LIMIT_S if cfg.quick else 600.0
-
-
-def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs: list[RunResult],
-              time_limits: dict[str, float], log: Log, on_run: Callable[[], None] = lambda: None) -> None:
-    """Both views of one task, every searcher and seed, on the recipe's executor; ``on_run``
-    after each run (the harness saves results.json, so an interrupted bench keeps its runs)."""
-    from autoprune.executors import make_executor
-
-    problem, s = task.problem, task.settings
-    executor = make_executor(s.executor, workers=s.workers, threads_per_worker=problem.scoring.threads,
-                             ray_address=s.ray_address)
-    views = [v for v in ("trials", "time") if v in cfg.sections]
-    with executor:
-        for view in views:
-            limit = None
-            trials = s.trials
-            if view == "time":
-                limit = time_limits[task.name] = equal_time_limit(cfg, runs, task.name)
-                trials = TIME_VIEW_TRIAL_CAP
-            for searcher in cfg.searchers:
-                for seed in range(cfg.seeds):
-                    run_dir = root / task.name / f"{view}-{searcher}-s{seed}"
-                    r = run_search(problem, view=view, searcher=searcher, seed=seed, trials=trials,
-                                   time_limit=limit, storage=storage, run_dir=run_dir, executor=executor,
-                                   task=task.name)
-                    runs.append(r)
-                    on_run()
-                    final = f"final test {r.final_test:.4f}" if r.final_test is not None else f"error: {r.error}"
-                    log(f"[{task.name} {view}] {searcher} seed {seed}: {r.scored} scored in {r.wall_s:.0f} s, "
-                        f"HV {r.hypervolume:.4f}, {final}")
-
-
 def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     """Run every section the config asks for and write BENCHMARKS.md, figures and results.json."""
     from autoprune.bench.fidelity import fidelity_study
     from autoprune.bench.markdown import machine_info, write_markdown
     from autoprune.bench.throughput import throughput_study
+    from autoprune.bench.views import run_views
 
     started = time.perf_counter()
     staged = stage_tasks(cfg, log)
@@ -361,8 +266,7 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
         (root / "results.json").write_text(json.dumps(to_json(result), indent=1, default=str))
         return result
 
-    for task in ok:
-        run_views(cfg, task, storage, root, runs, time_limits, log, on_run=save)
+    # The short sections first: a bench stopped during the long views still reports them.
     fidelity = None
     if "fidelity" in cfg.sections and ok:
         fidelity = fidelity_study(ok[0], policies=cfg.fidelity_policies, log=log)
@@ -370,6 +274,9 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     if "throughput" in cfg.sections and ok:
         throughput = throughput_study(ok[0], executors=cfg.executors, trials=cfg.throughput_trials,
                                       storage=storage, root=root, log=log)
+    save(fidelity, throughput)
+    for task in ok:
+        run_views(cfg, task, storage, root, runs, time_limits, log, on_run=lambda: save(fidelity, throughput))
     result = save(fidelity, throughput)
     write_markdown(result)
     log(f"wrote {cfg.out} ({result.elapsed_s:.0f} s)")

@@ -181,8 +181,13 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
         what = (f"{task.settings.trials} scored trials per search" if view == "trials" else
                 f"{result.time_limits.get(task.name, 0):.0f} s of search per run, "
                 + ("set by `--time-limit`" if cfg.time_limit is not None else
-                   "the median time the search loop of `random` took in the equal-trials view"))
+                   f"the time `random` with seed 0 took for {task.settings.trials} scored trials"))
         lines += [f"### {VIEW_TITLES[view]} ({what}, {cfg.seeds} seed(s))", ""]
+        if view == "trials":
+            lines += ["Both views read one search per searcher and seed, which runs until it has both scored its "
+                      "trials and spent the time budget: this view is the search up to its last counted trial, "
+                      "the next the trials finished within the time budget. Each view's pick gets the final "
+                      "fine-tune and the test evaluation (once when both pick the same trial).", ""]
         lines += _table(header, view_rows(runs, cfg.searchers, d["metric"], ref))
         lines += ["", f"Hypervolume: pymoo's HV of the scored trials' (1 − val acc, {d['metric']} / dense) against the "
                   f"reference point (1, 1). Trials to within 0.5 pt: scored trials until the best feasible search "

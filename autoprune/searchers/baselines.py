@@ -22,7 +22,9 @@ class RandomSearcher(Searcher):
     Where the context has a cheap cost estimate (analytic counts, the latency lookup table), draws
     the estimate puts over budget are discarded before they become trials, so random search is
     uniform over the (estimated) feasible policies. Without one, every draw is proposed and the
-    runner rejects those over budget after measuring them.
+    runner rejects those over budget after measuring them. When no draw looks feasible, the draws
+    the estimate puts cheapest are proposed: an estimate that over-states costs near the floor
+    then learns from their measurements (``TrackedEstimate``) instead of never seeing one.
     """
 
     name = "random"
@@ -31,7 +33,7 @@ class RandomSearcher(Searcher):
     def _ask(self, n: int) -> list[Policy]:
         out: list[Policy] = []
         ctx = self.context
-        fallback: list[Policy] = []
+        fallback: list[tuple[float, Policy]] = []  # the n cheapest-looking over-budget draws
         for _ in range(self.max_draws):
             if len(out) == n:
                 break
@@ -41,14 +43,19 @@ class RandomSearcher(Searcher):
             estimate = ctx.estimate(policy) if ctx.estimate is not None else None
             if estimate is None or estimate <= ctx.limit:
                 out.append(policy)
-            elif len(fallback) < n:
-                fallback.append(policy)
-        # no feasible draw at all: propose anyway, so the runner measures and the ledger shows why
-        return out or fallback
+            elif all(policy != p for _, p in fallback):
+                fallback = sorted([*fallback, (estimate, policy)], key=lambda item: item[0])[:n]
+        # no feasible draw at all: propose the cheapest-looking ones, so the runner measures them
+        return out or [p for _, p in fallback]
 
 
 class _SweepSearcher(Searcher):
-    """Proposes a fixed list of policies, ordered least-pruned first, from the cheapest feasible one."""
+    """Proposes a fixed list of policies, ordered least-pruned first, from the cheapest feasible one.
+
+    When not even the most pruned candidate looks feasible (a latency estimate that over-states
+    costs near the floor), that candidate is proposed alone: the runner measures it, and it is
+    scored if the estimate was wrong.
+    """
 
     def _setup(self) -> None:
         self._queue: list[Policy] | None = None
@@ -60,7 +67,7 @@ class _SweepSearcher(Searcher):
         if self._queue is None:
             candidates = _dedupe(self._candidates())
             start = _first_feasible(candidates, self.context.feasible)
-            self._queue = candidates[start:] if start is not None else []
+            self._queue = candidates[start:] if start is not None else candidates[-1:]
         out = []
         while self._queue and len(out) < n:
             policy = self._queue.pop(0)
