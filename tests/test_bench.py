@@ -274,6 +274,21 @@ def test_render_merges_runs_of_several_bench_commands(bench):
     assert [t.name for t in merged.tasks] == [t.name for t in one.tasks]
 
 
+def test_a_task_run_again_supersedes_its_earlier_searches_in_a_merge(bench):
+    from autoprune.bench.render import load_result, merge
+    from autoprune.cli import parser
+
+    with registered_broken():
+        first = load_result(bench["run_root"], parser())
+    (task,) = {r.task for r in first.runs}
+    interrupted = dataclasses.replace(first, runs=first.runs[:1], time_limits={task: 99.0})
+    again = dataclasses.replace(first, config=dataclasses.replace(first.config, command="autoprune bench --study x"),
+                                fidelity=None, throughput=[])
+    merged = merge([interrupted, again])
+    assert merged.runs == again.runs and merged.time_limits == again.time_limits  # no mix of the two
+    assert merged.fidelity == interrupted.fidelity
+
+
 def test_report_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
     from autoprune.bench.markdown import _relative
 

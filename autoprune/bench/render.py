@@ -59,8 +59,10 @@ def _without_searchers(argv: list[str]) -> list[str]:
 
 def merge(results: list) -> Any:
     """One report from several runs (an interrupted bench, then the sections or tasks it had left):
-    runs are concatenated, a task is described by the first run that searched it, the fidelity and
-    throughput sections come from the first run that has them, and the header names every command."""
+    each task's searches, time budget and description come from the last run that searched it (a
+    task run again supersedes its earlier, interrupted searches rather than mixing with them), the
+    fidelity and throughput sections come from the first run that has them, and the header names
+    every command."""
     first = results[0]
     if len(results) == 1:
         return first
@@ -68,17 +70,18 @@ def merge(results: list) -> Any:
     command = "; ".join(dict.fromkeys(r.config.command for r in results))
     cfg = dataclasses.replace(first.config, searchers=searchers, command=command,
                               seeds=max(r.config.seeds for r in results))
-    tasks: dict[str, tuple[Any, bool]] = {}
+    tasks: dict[str, Any] = {}
+    source: dict[str, Any] = {}  # task name -> the last result that searched it
     for r in results:
         for t in r.tasks:
-            searched = any(run.task == t.name for run in r.runs)
-            if t.name not in tasks or (searched and not tasks[t.name][1]):
-                tasks[t.name] = (t, searched)
-    time_limits: dict[str, float] = {}
-    for r in results:
-        time_limits.update(r.time_limits)
+            if any(run.task == t.name for run in r.runs):
+                tasks[t.name], source[t.name] = t, r
+            else:
+                tasks.setdefault(t.name, t)
+    runs = [run for r in results for run in r.runs if source.get(run.task) is r]
+    time_limits = {name: r.time_limits[name] for name, r in source.items() if name in r.time_limits}
     return dataclasses.replace(
-        first, config=cfg, tasks=[t for t, _ in tasks.values()], runs=[run for r in results for run in r.runs],
+        first, config=cfg, tasks=list(tasks.values()), runs=runs,
         time_limits=time_limits, fidelity=next((r.fidelity for r in results if r.fidelity), None),
         throughput=next((r.throughput for r in results if r.throughput), []),
         root=" and ".join(str(r.root) for r in results), storage=" and ".join(r.storage for r in results),
