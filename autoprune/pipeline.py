@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from autoprune.costs import CostSettings, measure_costs
-from autoprune.costs.latency import steady_latency
+from autoprune.costs.latency import paired_latency, steady_latency
 from autoprune.costs.online import TrackedEstimate
 from autoprune.errors import UserError
 from autoprune.evaluators import DistillConfig, parse_fidelity
@@ -118,7 +118,11 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
         threads=threads,
     )
     floor_model, _ = slim(task, space, space.most_pruned(), settings.criterion, settings.seed)
-    if budget.target == "latency":
+    if budget.target == "latency" and budget.fraction is not None:
+        # judged as trials are, on the ratio to the dense model timed alongside: two readings
+        # taken apart can differ by more than the margin on a busy machine
+        floor = paired_latency(floor_model, task.model, cost)[1] * dense["latency_ms"]
+    elif budget.target == "latency":
         floor = steady_latency(floor_model, cost)
     else:
         floor = measure_costs(floor_model, cost, latency=False)[budget.metric]
