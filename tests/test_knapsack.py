@@ -157,3 +157,27 @@ def test_measured_costs_correct_a_biased_estimate():
     assert costs[0] <= 0.5 * 2 + 1e-9 and costs[0] > 0.5  # planned on the biased estimate: over
     assert searcher.correction() == pytest.approx(2.0)
     assert all(c <= 0.5 + 1e-9 for c in costs[1:])
+
+
+def test_the_correction_comes_from_planned_trials_not_the_scan_probes():
+    """A table exact near dense (the probes) but 2x optimistic for deep policies, as a latency
+    table is at a tight budget: the plans after the first must meet the budget all the same."""
+    problem = ToyProblem.make(n_slots=4, seed=3, budget=0.4)
+    searcher = KnapsackSearcher(value="scan", sweep=(1.0, 0.99, 0.98, 0.97))
+    probe_or_dense = lambda p: sum(r > 0 for _, r in p.items) <= 1  # noqa: E731
+    estimate = lambda p: problem.cost(p) * (1.0 if probe_or_dense(p) else 0.5)  # noqa: E731
+    searcher.setup(dataclasses.replace(problem.context(), estimate=estimate))
+    costs: list[float] = []
+    while len(costs) < 40:
+        asked = searcher.ask(1)
+        if not asked:
+            break
+        policy = asked[0]
+        cost = problem.cost(policy)
+        metrics = {"macs": cost, "val_accuracy": problem.accuracy(policy)}
+        searcher.tell(Trial(len(costs), policy, COMPLETE, metrics, constraint=cost / 0.4 - 1))
+        if not searcher.is_probe(policy):
+            costs.append(cost)
+    assert len(costs) >= 3 and costs[0] > 0.4  # planned on the optimistic table: over
+    assert searcher.correction() == pytest.approx(2.0)
+    assert all(c <= 0.4 + 1e-9 for c in costs[1:])

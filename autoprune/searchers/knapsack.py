@@ -189,7 +189,10 @@ class KnapsackSearcher(Searcher):
     def _tell(self, trial: Trial) -> None:
         ctx = self.context
         measured = trial.metrics.get(ctx.metric)
-        if ctx.estimate is not None and measured and trial.state in (COMPLETE, REJECTED):
+        # Only planned trials: the table is accurate near dense (where the scan probes are) and
+        # optimistic at deep budgets, so probes would pull the median to 1 where it matters least.
+        planned = not self.is_probe(trial.policy)
+        if ctx.estimate is not None and measured and planned and trial.state in (COMPLETE, REJECTED):
             estimated = self._cost(trial.policy)
             if estimated > 0:
                 self._measured.append(float(measured) / estimated)
@@ -215,10 +218,11 @@ class KnapsackSearcher(Searcher):
         return out
 
     def correction(self) -> float:
-        """Median of measured / estimated cost over told trials (1 within 5%, else 2 decimals).
+        """Median of measured / estimated cost over told planned trials (1 within 5%, else 2 decimals).
 
         The estimate (a LUT calibrated once) can drift from the runner's measurements (load on
-        the machine, a stale table); the budget handed to the solver is divided by this factor.
+        the machine, a stale table, per-layer overheads it leaves out that weigh most in a deeply
+        pruned network); the budget handed to the solver is divided by this factor.
         """
         if not self._measured:
             return 1.0
