@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -287,6 +288,24 @@ def test_a_task_run_again_supersedes_its_earlier_searches_in_a_merge(bench):
     merged = merge([interrupted, again])
     assert merged.runs == again.runs and merged.time_limits == again.time_limits  # no mix of the two
     assert merged.fidelity == interrupted.fidelity
+
+
+def test_a_searcher_run_again_replaces_only_its_own_searches_at_the_same_time_budget(bench):
+    from autoprune.bench.render import load_result, merge
+    from autoprune.cli import parser
+
+    with registered_broken():
+        first = load_result(bench["run_root"], parser())
+    (task,) = {r.task for r in first.runs}
+    redone = [dataclasses.replace(r, wall_s=r.wall_s + 1000) for r in first.runs if r.searcher == "uniform"]
+    rerun = dataclasses.replace(first, runs=redone, root=Path("rerun"),
+                                config=dataclasses.replace(first.config, command="autoprune bench --searchers uniform"))
+    merged = merge([first, rerun])
+    assert sorted(merged.runs, key=str) == sorted([r for r in first.runs if r.searcher != "uniform"] + redone, key=str)
+    assert "--searchers uniform" in merged.config.command
+    elsewhere = dataclasses.replace(rerun, time_limits={task: first.time_limits[task] + 5})
+    with pytest.raises(UserError, match="--time-limit"):
+        merge([first, elsewhere])
 
 
 def test_report_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):

@@ -58,11 +58,16 @@ def _without_searchers(argv: list[str]) -> list[str]:
 
 
 def merge(results: list) -> Any:
-    """One report from several runs (an interrupted bench, then the sections or tasks it had left):
-    each task's searches, time budget and description come from the last run that searched it (a
-    task run again supersedes its earlier, interrupted searches rather than mixing with them), the
-    fidelity and throughput sections come from the first run that has them, and the header names
-    every command."""
+    """One report from several runs (an interrupted bench, then the sections, tasks or searchers
+    it had left, or a searcher run again after a fix).
+
+    Each (task, searcher) pair's searches come from the last run that searched it: a pair run
+    again supersedes its earlier searches rather than mixing seeds of two runs. A task's
+    description and time budget come from the last run that searched it; a pair kept from an
+    earlier run must have been searched at that same time budget, or the equal-time view would
+    compare searchers at different budgets (a ``UserError`` says which ``--time-limit`` to give).
+    The fidelity and throughput sections come from the first run that has them; the header
+    names every command."""
     first = results[0]
     if len(results) == 1:
         return first
@@ -71,15 +76,25 @@ def merge(results: list) -> Any:
     cfg = dataclasses.replace(first.config, searchers=searchers, command=command,
                               seeds=max(r.config.seeds for r in results))
     tasks: dict[str, Any] = {}
-    source: dict[str, Any] = {}  # task name -> the last result that searched it
+    task_source: dict[str, Any] = {}  # task name -> the last result that searched it
+    pair_source: dict[tuple[str, str], Any] = {}  # (task, searcher) -> the last result that searched it
     for r in results:
         for t in r.tasks:
             if any(run.task == t.name for run in r.runs):
-                tasks[t.name], source[t.name] = t, r
+                tasks[t.name], task_source[t.name] = t, r
             else:
                 tasks.setdefault(t.name, t)
-    runs = [run for r in results for run in r.runs if source.get(run.task) is r]
-    time_limits = {name: r.time_limits[name] for name, r in source.items() if name in r.time_limits}
+        for run in r.runs:
+            pair_source[(run.task, run.searcher)] = r
+    for (task, searcher), r in pair_source.items():
+        latest = task_source[task]
+        ours, theirs = r.time_limits.get(task), latest.time_limits.get(task)
+        if r is not latest and ours is not None and theirs is not None and abs(ours - theirs) > 0.01:
+            raise UserError(
+                f"{task}: {searcher} was searched in {r.root} with a {ours:.3f} s time budget, but {latest.root} "
+                f"used {theirs:.3f} s; run the later one again with --time-limit {ours:.3f}, or every searcher of the task")
+    runs = [run for r in results for run in r.runs if pair_source[(run.task, run.searcher)] is r]
+    time_limits = {name: r.time_limits[name] for name, r in task_source.items() if name in r.time_limits}
     return dataclasses.replace(
         first, config=cfg, tasks=list(tasks.values()), runs=runs,
         time_limits=time_limits, fidelity=next((r.fidelity for r in results if r.fidelity), None),
