@@ -121,6 +121,17 @@ def test_overrides_are_typed_and_checked():
         parse_overrides(["no_such_key=1"])
 
 
+
+def test_a_recipe_sets_its_own_equal_time_budget_which_quick_mode_drops(tmp_path):
+    from autoprune.bench.harness import task_settings
+    recipe = tmp_path / "bench_deep.yaml"
+    recipe.write_text("model: resnet20\ntarget: latency\nbudget: '0.3'\ntime_limit: 60\n")
+    make_tree(tmp_path, per_class=1, test_per_class=1)
+    full = bench_config(parser().parse_args(["bench", "--data-root", str(tmp_path)]), "autoprune bench")
+    assert task_settings(recipe, full).time_limit == 60
+    quick = bench_config(parser().parse_args(["bench", "--quick", "--data-root", str(tmp_path)]), "autoprune bench")
+    assert task_settings(recipe, quick).time_limit is None
+
 # -- the command line -------------------------------------------------------------------------
 def test_missing_data_root_is_one_line_exit_2(tmp_path, capsys):
     assert main(["bench", "--data-root", str(tmp_path / "nowhere")]) == 2

@@ -33,6 +33,7 @@ EXECUTORS = ("inline", "processes", "ray")
 # --quick: tiny subsets, few and cheap trials; flags and --set still override these.
 QUICK: dict[str, Any] = {
     "trials": 3, "fidelity": "kd:3", "final_steps": 10, "train_limit": 500, "val_limit": 200, "dense_epochs": 1,
+    "time_limit": None,  # a recipe's equal-time budget is for its full-scale trials
 }
 QUICK_TIME_LIMIT_S = 10.0
 

@@ -181,6 +181,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
         what = (f"{task.settings.trials} scored trials per search" if view == "trials" else
                 f"{result.time_limits.get(task.name, 0):.0f} s of search per run, "
                 + ("set by `--time-limit`" if cfg.time_limit is not None else
+                   "set by the recipe's `time_limit`" if task.settings.time_limit is not None else
                    f"the time `random` with seed 0 took for {task.settings.trials} scored trials"))
         lines += [f"### {VIEW_TITLES[view]} ({what}, {cfg.seeds} seed(s))", ""]
         if view == "trials":

@@ -146,7 +146,7 @@ def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs:
     views = [v for v in VIEWS if v in cfg.sections]
     if not views:
         return
-    budget = cfg.time_limit
+    budget = cfg.time_limit if cfg.time_limit is not None else s.time_limit  # --time-limit, else the recipe's
     if budget is None and "time" not in views:
         budget = 0.0
     executor = make_executor(s.executor, workers=s.workers, threads_per_worker=problem.scoring.threads,
