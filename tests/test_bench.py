@@ -286,6 +286,18 @@ def test_render_merges_runs_of_several_bench_commands(bench):
     assert [t.name for t in merged.tasks] == [t.name for t in one.tasks]
 
 
+def test_a_task_without_finished_searches_says_so_instead_of_an_empty_section(bench, tmp_path):
+    from autoprune.bench.markdown import task_section
+    from autoprune.bench.render import load_result
+    from autoprune.cli import parser
+
+    with registered_broken():
+        result = load_result(bench["run_root"], parser())
+    (task,) = result.tasks
+    assert not any("No search of this task" in line for line in task_section(result, task, tmp_path, tmp_path))
+    empty = dataclasses.replace(result, runs=[])
+    assert any("No search of this task finished" in line for line in task_section(empty, task, tmp_path, tmp_path))
+
 def test_a_task_run_again_supersedes_its_earlier_searches_in_a_merge(bench):
     from autoprune.bench.render import load_result, merge
     from autoprune.cli import parser

@@ -212,6 +212,9 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                       "policies, the ledger) minus the fine-tune and evaluation time, as a fraction of the wall time.",
                       ""]
         lines += [f"_{provenance(result)}_", ""]
+    if not any(r.task == task.name for r in result.runs):
+        lines += ["No search of this task finished in the bench runs behind this report (an interrupted run, or "
+                  "`--sections`/`--study` left it out): its numbers are not here.", ""]
     return lines
 
 
