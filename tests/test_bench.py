@@ -121,7 +121,6 @@ def test_overrides_are_typed_and_checked():
         parse_overrides(["no_such_key=1"])
 
 
-
 def test_a_recipe_sets_its_own_equal_time_budget_which_quick_mode_drops(tmp_path):
     from autoprune.bench.harness import task_settings
     recipe = tmp_path / "bench_deep.yaml"
@@ -131,6 +130,7 @@ def test_a_recipe_sets_its_own_equal_time_budget_which_quick_mode_drops(tmp_path
     assert task_settings(recipe, full).time_limit == 60
     quick = bench_config(parser().parse_args(["bench", "--quick", "--data-root", str(tmp_path)]), "autoprune bench")
     assert task_settings(recipe, quick).time_limit is None
+
 
 # -- the command line -------------------------------------------------------------------------
 def test_missing_data_root_is_one_line_exit_2(tmp_path, capsys):
@@ -297,6 +297,7 @@ def test_a_task_without_finished_searches_says_so_instead_of_an_empty_section(be
     assert not any("No search of this task" in line for line in task_section(result, task, tmp_path, tmp_path))
     empty = dataclasses.replace(result, runs=[])
     assert any("No search of this task finished" in line for line in task_section(empty, task, tmp_path, tmp_path))
+
 
 def test_a_task_run_again_supersedes_its_earlier_searches_in_a_merge(bench):
     from autoprune.bench.render import load_result, merge
