@@ -178,7 +178,7 @@ def search_context(problem: Problem) -> SearchContext:
         return estimator[0](policy)
 
     # Latency drifts with load, so the table is rescaled by what trials measure; counts do not.
-    estimate = TrackedEstimate(raw_estimate) if problem.budget.target == "latency" else raw_estimate
+    estimate = TrackedEstimate(raw_estimate, limit=problem.limit) if problem.budget.target == "latency" else raw_estimate
     return SearchContext(
         space=space, target=problem.budget.target, metric=problem.metric, limit=problem.limit,
         dense_cost=problem.dense[problem.metric], seed=settings.seed, cost_of=cost_of, estimate=estimate,

@@ -263,9 +263,10 @@ class SearchSpace:
     def upper_bounds(self) -> np.ndarray:
         return np.array([len(v.choices) - 1 for v in self.variables], dtype=int)
 
-    def sample(self, rng: np.random.Generator) -> Policy:
-        """A policy with every variable drawn uniformly from its choices."""
-        return self.decode([rng.integers(0, len(v.choices)) for v in self.variables])
+    def sample(self, rng: np.random.Generator, lower: Sequence[int] | None = None) -> Policy:
+        """A policy with every variable drawn uniformly from its choices (from index ``lower[i]`` on)."""
+        low = [0] * len(self.variables) if lower is None else [int(i) for i in lower]
+        return self.decode([rng.integers(lo, len(v.choices)) for v, lo in zip(self.variables, low, strict=True)])
 
 
 def _is_depthwise(module: nn.Module) -> bool:

@@ -4,6 +4,8 @@ over-budget proposals through."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import zlib
 
 import pytest
 
@@ -66,3 +68,46 @@ def test_tracking_cuts_the_proposals_rejected_over_budget():
     assert plain >= 10
     assert tracked <= plain / 3
 
+
+
+def test_margin_grows_with_rejections_shrinks_with_acceptances_and_stays_bounded():
+    est = TrackedEstimate(lambda p: 1.0, limit=1.0, step=0.1, target_rejection=0.2, max_margin=1.5)
+    est.observe({}, 0.9)
+    assert est.margin == 1.0  # never below 1
+    est.observe({}, 1.1)
+    assert est.margin == pytest.approx(math.exp(0.08))
+    est.observe({}, 0.9)
+    assert est.margin == pytest.approx(math.exp(0.06))
+    for _ in range(50):
+        est.observe({}, 1.1)
+    assert est.margin == pytest.approx(1.5)
+    assert TrackedEstimate(lambda p: 1.0).margin == 1.0  # no limit, no margin
+
+
+def _rejection_rate(problem: ToyProblem, limit: float | None, seed: int) -> float:
+    def noisy(policy):  # right on average, but off by up to 35% either way from policy to policy
+        wobble = (zlib.crc32(repr(policy.items).encode()) % 1000) / 1000
+        return problem.cost(policy) * (0.65 + 0.7 * wobble)
+
+    ctx = dataclasses.replace(problem.context(seed), estimate=TrackedEstimate(noisy, limit=limit))
+    searcher = make_searcher("random")
+    searcher.setup(ctx)
+    rejected = scored = 0
+    while scored < 20:
+        (policy,) = searcher.ask(1)
+        cost = problem.cost(policy)
+        over = cost > problem.budget
+        metrics = {"macs": cost} if over else {"macs": cost, "val_accuracy": problem.accuracy(policy)}
+        state = REJECTED if over else COMPLETE
+        searcher.tell(Trial(0, policy, state, metrics, seed, "random", "toy", cost / problem.budget - 1))
+        rejected += over
+        scored += not over
+    return rejected / (rejected + scored)
+
+
+def test_the_margin_corrects_for_random_search_keeping_the_most_under_estimated_draws():
+    problem = ToyProblem.make(n_slots=8, seed=2, budget=0.4)
+    median_only = [_rejection_rate(problem, None, s) for s in range(3)]
+    with_margin = [_rejection_rate(problem, problem.budget, s) for s in range(3)]
+    assert sum(with_margin) <= 0.8 * sum(median_only)
+    assert max(with_margin) <= 0.2

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 
 from autoprune.searchers import make_searcher, searcher_names
+from autoprune.searchers._base import BOX_SLACK
 from autoprune.study import COMPLETE, Trial
 from autoprune.testing.toy import ToyProblem, best_feasible, run_toy
 
@@ -44,6 +46,34 @@ def test_random_finds_feasible_policies():
     trials = run_toy(make_searcher("random"), problem, 10)
     assert best_feasible(trials) > 0.5
     assert best_feasible(trials) <= problem.optimum()[0] + 1e-12
+
+
+def test_the_feasible_box_holds_every_feasible_policy_and_each_bound_is_reached():
+    problem = ToyProblem.make(n_slots=5, seed=3, budget=0.35)
+    ctx = problem.context()
+    box = ctx.feasible_box()
+    space = problem.space()
+    feasible = [space.encode(p) for p in map(space.decode, itertools.product(range(5), repeat=5))
+                if problem.cost(p) <= problem.budget]
+    assert feasible and all((x >= box).all() for x in feasible)
+    assert all(any(x[i] == box[i] for x in feasible) for i in range(5))  # no bound is looser than needed
+    assert dataclasses.replace(ctx, estimate=None).feasible_box() is None
+    # an estimate 10x too high puts every policy over budget: the box is then the policies within
+    # BOX_SLACK of the most pruned one's estimate, the region where the budget really lies
+    overstated = dataclasses.replace(ctx, estimate=lambda p: 10.0 * problem.cost(p)).feasible_box()
+    floor = problem.cost(space.most_pruned())
+    near_floor = dataclasses.replace(ctx, limit=floor * BOX_SLACK).feasible_box()
+    assert (overstated == near_floor).all() and (overstated < 4).any()
+
+
+def test_random_reaches_a_budget_just_above_the_floor():
+    # 12 slots at 0.24 of dense, where the most pruned policy costs 0.2: none of 20,000 uniform
+    # draws of the whole space is feasible, but about one in 1,250 draws of the feasible box is.
+    problem = ToyProblem.make(n_slots=12, seed=0, budget=0.24)
+    searcher = make_searcher("random")
+    searcher.setup(problem.context())
+    policies = searcher.ask(2)
+    assert len(policies) == 2 and all(problem.cost(p) <= problem.budget for p in policies)
 
 
 def _overstated(problem: ToyProblem, seed: int = 0):

@@ -21,7 +21,9 @@ class RandomSearcher(Searcher):
 
     Where the context has a cheap cost estimate (analytic counts, the latency lookup table), draws
     the estimate puts over budget are discarded before they become trials, so random search is
-    uniform over the (estimated) feasible policies. Without one, every draw is proposed and the
+    uniform over the (estimated) feasible policies; draws come from the box of choices that can
+    be feasible at all (``SearchContext.feasible_box``), which does not change that distribution
+    but keeps tight budgets within reach. Without one, every draw is proposed and the
     runner rejects those over budget after measuring them. When no draw looks feasible, the draws
     the estimate puts cheapest are proposed: an estimate that over-states costs near the floor
     then learns from their measurements (``TrackedEstimate``) instead of never seeing one.
@@ -31,22 +33,7 @@ class RandomSearcher(Searcher):
     max_draws = 5_000
 
     def _ask(self, n: int) -> list[Policy]:
-        out: list[Policy] = []
-        ctx = self.context
-        fallback: list[tuple[float, Policy]] = []  # the n cheapest-looking over-budget draws
-        for _ in range(self.max_draws):
-            if len(out) == n:
-                break
-            policy = ctx.space.sample(self.rng)
-            if not self.is_new(policy) or policy in out:
-                continue
-            estimate = ctx.estimate(policy) if ctx.estimate is not None else None
-            if estimate is None or estimate <= ctx.limit:
-                out.append(policy)
-            elif all(policy != p for _, p in fallback):
-                fallback = sorted([*fallback, (estimate, policy)], key=lambda item: item[0])[:n]
-        # no feasible draw at all: propose the cheapest-looking ones, so the runner measures them
-        return out or [p for _, p in fallback]
+        return self.context.sample_within_budget(self.rng, n, self.is_new, self.max_draws)
 
 
 class _SweepSearcher(Searcher):

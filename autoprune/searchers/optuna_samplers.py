@@ -163,17 +163,12 @@ class OptunaSearcher(Searcher):
 
     def _random_new(self) -> Policy | None:
         """A random policy not seen yet, estimated within budget if possible (as ``random``)."""
-        fallback = None
-        for _ in range(2000):
-            policy = self.context.space.sample(self.rng)
+        def wanted(policy: Policy) -> bool:
             key = policy_key(policy)
-            if not self.is_new(policy) or key in self._pending or key in self._known:
-                continue
-            estimate = self._estimated_constraint(policy)
-            if estimate is None or estimate <= 0:
-                return policy
-            fallback = fallback or policy
-        return fallback
+            return self.is_new(policy) and key not in self._pending and key not in self._known
+
+        found = self.context.sample_within_budget(self.rng, 1, wanted, 2000)
+        return found[0] if found else None
 
     # -- tell -----------------------------------------------------------------------------------
     def _tell(self, trial: Trial) -> None:
