@@ -40,16 +40,12 @@ def test_missing_or_zero_values_are_not_observed():
     assert est.observations == 0 and est({}) is None
 
 
-def _rejected(problem: ToyProblem, tracked: bool, seed: int) -> int:
-    def low(policy):  # a table that reads 30% low, as a stale LUT on a busier machine does
-        return 0.7 * problem.cost(policy)
-
-    estimate = TrackedEstimate(low) if tracked else low
-    ctx = dataclasses.replace(problem.context(seed), estimate=estimate)
+def _random_search(problem: ToyProblem, estimate, seed: int, scored_trials: int) -> tuple[int, int]:
+    """(rejected, scored) of a random search on the toy problem screened by ``estimate``."""
     searcher = make_searcher("random")
-    searcher.setup(ctx)
+    searcher.setup(dataclasses.replace(problem.context(seed), estimate=estimate))
     rejected = scored = 0
-    while scored < 15:
+    while scored < scored_trials:
         (policy,) = searcher.ask(1)
         cost = problem.cost(policy)
         over = cost > problem.budget
@@ -58,7 +54,14 @@ def _rejected(problem: ToyProblem, tracked: bool, seed: int) -> int:
         searcher.tell(Trial(0, policy, state, metrics, seed, "random", "toy", cost / problem.budget - 1))
         rejected += over
         scored += not over
-    return rejected
+    return rejected, scored
+
+
+def _rejected(problem: ToyProblem, tracked: bool, seed: int) -> int:
+    def low(policy):  # a table that reads 30% low, as a stale LUT on a busier machine does
+        return 0.7 * problem.cost(policy)
+
+    return _random_search(problem, TrackedEstimate(low) if tracked else low, seed, 15)[0]
 
 
 def test_tracking_cuts_the_proposals_rejected_over_budget():
@@ -67,7 +70,6 @@ def test_tracking_cuts_the_proposals_rejected_over_budget():
     tracked = sum(_rejected(problem, True, s) for s in range(3))
     assert plain >= 10
     assert tracked <= plain / 3
-
 
 
 def test_margin_grows_with_rejections_shrinks_with_acceptances_and_stays_bounded():
@@ -89,19 +91,7 @@ def _rejection_rate(problem: ToyProblem, limit: float | None, seed: int) -> floa
         wobble = (zlib.crc32(repr(policy.items).encode()) % 1000) / 1000
         return problem.cost(policy) * (0.65 + 0.7 * wobble)
 
-    ctx = dataclasses.replace(problem.context(seed), estimate=TrackedEstimate(noisy, limit=limit))
-    searcher = make_searcher("random")
-    searcher.setup(ctx)
-    rejected = scored = 0
-    while scored < 20:
-        (policy,) = searcher.ask(1)
-        cost = problem.cost(policy)
-        over = cost > problem.budget
-        metrics = {"macs": cost} if over else {"macs": cost, "val_accuracy": problem.accuracy(policy)}
-        state = REJECTED if over else COMPLETE
-        searcher.tell(Trial(0, policy, state, metrics, seed, "random", "toy", cost / problem.budget - 1))
-        rejected += over
-        scored += not over
+    rejected, scored = _random_search(problem, TrackedEstimate(noisy, limit=limit), seed, 20)
     return rejected / (rejected + scored)
 
 
