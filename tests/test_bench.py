@@ -265,6 +265,10 @@ def test_render_writes_the_report_again_from_results_json(bench, tmp_path, monke
     table = before[before.index("### Same number of scored trials"):before.index("#### Cost per scored trial")]
     assert table in after
     assert "## Fidelity of the cheap scores" in after and "## Throughput" in after
+    draft = tmp_path / "draft" / "REPORT.md"
+    assert main(["bench", "--render", str(bench["run_root"]), "--out", str(draft)]) == 0
+    assert table in draft.read_text() and bench["out"].read_text() == after  # the report rendered elsewhere
+    assert list((draft.parent / "benchmarks" / "figures").glob("*.png"))
 
 
 def test_render_of_a_directory_without_results_is_exit_2(tmp_path, capsys):

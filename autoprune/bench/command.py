@@ -23,7 +23,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, help="scored trials per search in the equal-trials view [default: the recipe's]")
     p.add_argument("--time-limit", type=float, help="seconds per search in the equal-time view "
                    "[default: the median time random search took for the equal-trials view]")
-    p.add_argument("--out", default="BENCHMARKS.md", help="the report to write [default: BENCHMARKS.md]")
+    p.add_argument("--out", help="the report to write [default: BENCHMARKS.md; with --render, the recorded run's]")
     p.add_argument("--figures-dir", help="where the PNG figures go [default: benchmarks/figures next to --out]")
     p.add_argument("--runs-dir", default="benchmarks/runs", help="run directories and the Optuna storage "
                    "[default: benchmarks/runs]")
@@ -110,7 +110,7 @@ def bench_config(args: argparse.Namespace, command: str):
                         ("--throughput-trials", args.throughput_trials)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
-    out = Path(args.out)
+    out = Path(args.out or "BENCHMARKS.md")
     return BenchConfig(
         data_root=data_root, studies=studies, searchers=_names(args.searchers, searcher_names(), "searcher"),
         seeds=seeds, quick=quick, trials=args.trials, time_limit=args.time_limit, out=out,
@@ -133,7 +133,9 @@ def bench_command(args: argparse.Namespace, command: str, console) -> int:
         from autoprune.bench.render import render
         from autoprune.cli import parser
 
-        render([Path(d) for d in args.render], parser(), log=log)
+        render([Path(d) for d in args.render], parser(), log=log,
+               out=Path(args.out) if args.out else None,
+               figures_dir=Path(args.figures_dir) if args.figures_dir else None)
         return 0
     cfg = bench_config(args, command)
     run_bench(cfg, log=log)

@@ -104,11 +104,19 @@ def merge(results: list) -> Any:
     )
 
 
-def render(run_dirs: list[Path], parser: argparse.ArgumentParser, log=print) -> Path:
+def render(run_dirs: list[Path], parser: argparse.ArgumentParser, log=print,
+           out: Path | None = None, figures_dir: Path | None = None) -> Path:
+    """Write the merged report; to ``out`` (figures to ``figures_dir``) where given, else where the
+    recorded command wrote it, so a draft can be rendered without touching the committed one."""
     from autoprune.bench.markdown import write_markdown
 
     results = [load_result(d, parser) for d in run_dirs]
-    out = write_markdown(merge(results))
+    merged = merge(results)
+    if out is not None or figures_dir is not None:
+        report = out or merged.config.out
+        figures = figures_dir or (report.parent / "benchmarks" / "figures" if out is not None else merged.config.figures_dir)
+        merged = dataclasses.replace(merged, config=dataclasses.replace(merged.config, out=report, figures_dir=figures))
+    out = write_markdown(merged)
     log(f"wrote {out} from {', '.join(str(d / 'results.json') for d in run_dirs)} "
         f"({sum(len(r.runs) for r in results)} search runs)")
     return out
