@@ -85,6 +85,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def figures_beside(report: Path) -> Path:
+    """Where a report's figures go unless ``--figures-dir`` says otherwise."""
+    return report.parent / "benchmarks" / "figures"
+
+
 def bench_config(args: argparse.Namespace, command: str):
     """A BenchConfig from parsed arguments; bad input is a UserError (exit 2)."""
     from autoprune.bench.harness import (
@@ -115,7 +120,7 @@ def bench_config(args: argparse.Namespace, command: str):
         data_root=data_root, studies=studies, searchers=_names(args.searchers, searcher_names(), "searcher"),
         seeds=seeds, quick=quick, trials=args.trials, time_limit=args.time_limit, out=out,
         runs_dir=Path(args.runs_dir),
-        figures_dir=Path(args.figures_dir) if args.figures_dir else out.parent / "benchmarks" / "figures",
+        figures_dir=Path(args.figures_dir) if args.figures_dir else figures_beside(out),
         sections=_names(args.sections, SECTIONS, "section"), executors=_names(args.executors, EXECUTORS, "executor"),
         fidelity_policies=args.fidelity_policies or (QUICK_FIDELITY_POLICIES if quick else FIDELITY_POLICIES),
         throughput_trials=args.throughput_trials or (QUICK_THROUGHPUT_TRIALS if quick else THROUGHPUT_TRIALS),

@@ -108,13 +108,14 @@ def render(run_dirs: list[Path], parser: argparse.ArgumentParser, log=print,
            out: Path | None = None, figures_dir: Path | None = None) -> Path:
     """Write the merged report; to ``out`` (figures to ``figures_dir``) where given, else where the
     recorded command wrote it, so a draft can be rendered without touching the committed one."""
+    from autoprune.bench.command import figures_beside
     from autoprune.bench.markdown import write_markdown
 
     results = [load_result(d, parser) for d in run_dirs]
     merged = merge(results)
     if out is not None or figures_dir is not None:
         report = out or merged.config.out
-        figures = figures_dir or (report.parent / "benchmarks" / "figures" if out is not None else merged.config.figures_dir)
+        figures = figures_dir or (figures_beside(report) if out is not None else merged.config.figures_dir)
         merged = dataclasses.replace(merged, config=dataclasses.replace(merged.config, out=report, figures_dir=figures))
     out = write_markdown(merged)
     log(f"wrote {out} from {', '.join(str(d / 'results.json') for d in run_dirs)} "
