@@ -60,3 +60,23 @@ def test_paired_latency_ratio_cancels_the_machine_speed():
     assert ms > 0 and 0.6 < same < 1.6
     _, small = paired_latency(net(8), big, settings, rounds=3)
     assert small < 0.5
+
+
+def test_a_latency_reading_near_the_limit_is_decided_on_a_second_reading():
+    from torch import nn
+
+    from autoprune.trial import read_latency
+
+    def net(width: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
+
+    settings = CostSettings((3, 32, 32), batch_size=4, threads=1, warmup=2, repeats=5)
+    small, dense = net(8), net(64)
+    far = read_latency(small, dense, settings, dense_anchor_ms=10.0, limit=1000.0)
+    assert "latency_first_ms" not in far and far["latency_ms"] == pytest.approx(10.0 * far["latency_ratio"])
+    near = read_latency(small, dense, settings, dense_anchor_ms=10.0, limit=1000.0, band=(0.0, float("inf")))
+    assert near["latency_first_ms"] > 0 and near["latency_ms"] == pytest.approx(10.0 * near["latency_ratio"])
+    assert near["latency_ratio"] < 0.5
+    absolute = read_latency(small, dense, settings, dense_anchor_ms=None, limit=1.0, band=(0.0, float("inf")))
+    assert absolute.keys() == {"latency_ms", "latency_first_ms"}
+    assert read_latency(small, dense, settings, dense_anchor_ms=None, limit=None).keys() == {"latency_ms"}
