@@ -104,6 +104,18 @@ def test_table_reports_trials_to_within_per_seed():
     assert len(row) == 1 and row[0][5] == "2, never"
 
 
+def test_merged_runs_plot_their_final_cost_against_their_own_limit():
+    from autoprune.bench.plots import relative_cost
+
+    # The same 0.3-of-dense budget, set from a dense latency of 27.7 ms in one bench, 22.2 in the next.
+    first = RunResult("t", "trials", "a", 0, "s", "d", limit=0.3 * 27.7, final_cost=0.29 * 27.7)
+    second = RunResult("t", "trials", "a", 1, "s", "d", limit=0.3 * 22.2, final_cost=0.31 * 22.2)
+    assert relative_cost(first, 0.3 * 22.2, 22.2) == pytest.approx(0.29)
+    assert relative_cost(second, 0.3 * 22.2, 22.2) == pytest.approx(0.31)
+    absolute = RunResult("t", "trials", "a", 0, "s", "d", final_cost=5.0)  # no limit recorded
+    assert relative_cost(absolute, 6.0, 20.0) == pytest.approx(0.25)
+
+
 def test_small_statistics():
     assert mean_sd([0.5, 0.7, None]) == pytest.approx((0.6, math.sqrt(0.02), 2))
     assert mean_curve([[None, 0.5], [0.4, 0.6, 0.8]]) == pytest.approx([0.4, 0.55, 0.65])
