@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprune.costs import measure_costs
-from autoprune.costs.latency import paired_latency, steady_latency
+from autoprune.costs.latency import anchored_reading
 from autoprune.errors import UserError
 from autoprune.policy_io import save_policy
 from autoprune.prune import load_slimmed
@@ -65,14 +65,10 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
 
 
 def anchored_latency(problem, model) -> dict[str, float]:
-    """Latency of ``model`` in the units of ``problem.limit`` (``latency_ms``): for a latency budget
-    relative to the dense model, the ratio to the dense model measured alongside (``latency_ratio``,
-    raw reading ``latency_ms_now``) times the dense latency the limit was set from, so drift
-    cancels; otherwise a steady reading."""
-    if problem.metric != "latency_ms" or problem.budget.fraction is None:
-        return {"latency_ms": steady_latency(model, problem.cost)}
-    now, ratio = paired_latency(model, problem.task.model, problem.cost)
-    return {"latency_ms": ratio * problem.dense["latency_ms"], "latency_ms_now": now, "latency_ratio": ratio}
+    """Latency of ``model`` in the units of ``problem.limit`` (``latency_ms``): anchored to the
+    dense model for a budget relative to it, else a steady reading (``anchored_reading``)."""
+    relative = problem.metric == "latency_ms" and problem.budget.fraction is not None
+    return anchored_reading(model, problem.task.model, problem.cost, problem.dense["latency_ms"] if relative else None)
 
 
 def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> FinalResult:

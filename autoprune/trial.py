@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from autoprune.costs import CostSettings, measure_costs
-from autoprune.costs.latency import LatencyCost, paired_latency, steady_latency, thread_count
+from autoprune.costs.latency import LatencyCost, anchored_reading, thread_count
 from autoprune.evaluators import DistillConfig, distill, parse_fidelity, recalibrate_bn
 from autoprune.objectives import TARGETS
 from autoprune.prune import apply_policy, save_slimmed
@@ -118,13 +118,7 @@ def read_latency(model: torch.nn.Module, dense: torch.nn.Module, settings: CostS
         result = {"latency_ms": ratio * dense_anchor_ms, "latency_ms_now": reading, "latency_ratio": ratio}
     low, high = band
     if limit is not None and low * limit <= result["latency_ms"] <= high * limit:
-        first = result["latency_ms"]
-        if dense_anchor_ms is not None:
-            now, ratio = paired_latency(model, dense, settings)
-            result = {"latency_ms": ratio * dense_anchor_ms, "latency_ms_now": now, "latency_ratio": ratio}
-        else:
-            result = {"latency_ms": steady_latency(model, settings)}
-        result["latency_first_ms"] = first
+        result = {**anchored_reading(model, dense, settings, dense_anchor_ms), "latency_first_ms": result["latency_ms"]}
     return result
 
 

@@ -69,3 +69,16 @@ def paired_latency(model: nn.Module, dense: nn.Module, settings: CostSettings, r
     cost = LatencyCost(settings)
     pairs = [(cost.measure(model), cost.measure(dense)) for _ in range(rounds)]
     return (float(statistics.median(m for m, _ in pairs)), float(statistics.median(m / d for m, d in pairs)))
+
+
+def anchored_reading(model: nn.Module, dense: nn.Module, settings: CostSettings,
+                     dense_anchor_ms: float | None) -> dict[str, float]:
+    """A steady ``latency_ms`` of ``model`` in the units of a latency limit.
+
+    With ``dense_anchor_ms`` (a budget set as a fraction of the dense model's latency): the paired
+    ratio to ``dense`` times the anchor, so drift cancels (``latency_ratio``; the raw reading is
+    ``latency_ms_now``). Without: the median of three readings."""
+    if dense_anchor_ms is None:
+        return {"latency_ms": steady_latency(model, settings)}
+    now, ratio = paired_latency(model, dense, settings)
+    return {"latency_ms": ratio * dense_anchor_ms, "latency_ms_now": now, "latency_ratio": ratio}
