@@ -41,8 +41,21 @@ def candidates(trials: list[Trial]) -> list[Trial]:
     return sorted(ok, key=lambda t: (-(t.accuracy or 0.0), t.constraint or 0.0, t.number))
 
 
-def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
-    """The most accurate candidate whose re-measured cost is within budget."""
+# A pick re-measured this close under a latency limit (as a fraction of it) is a coin flip on the
+# export's own reading: readings of one model spread by a few percent, so the default run's
+# exports re-measured 0.507 and 0.511 of dense after picks just under 0.5. Candidates with this
+# much room are preferred to more accurate ones without it.
+PICK_MARGIN = 0.03
+
+
+def pick(problem, trials: list[Trial], *, recheck: int = 5, margin: float = PICK_MARGIN, log=print) -> Trial:
+    """The most accurate candidate whose re-measured cost is within budget with ``margin`` to spare.
+
+    Latency only (MACs and parameters are exact): up to ``recheck`` of the most accurate
+    candidates are re-measured in order; the first at or under ``(1 - margin) x limit`` wins.
+    Failing that, the most accurate one re-measured within the limit at all; failing that, the
+    fastest (the machine may be busy), each said in the log.
+    """
     ranked = candidates(trials)
     if not ranked:
         raise UserError(
@@ -50,14 +63,23 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, log=print) -> Trial:
         )
     if problem.metric != "latency_ms":
         return ranked[0]
+    safe = (1.0 - margin) * problem.limit
     measured: list[tuple[float, Trial]] = []
     for trial in ranked[:recheck]:
         model, _ = slim(problem.task, problem.space, trial.policy, problem.settings.criterion, problem.settings.seed)
         latency = anchored_latency(problem, model)["latency_ms"]
-        if latency <= problem.limit:
+        if latency <= safe:
             return trial
         measured.append((latency, trial))
-        log(f"trial {trial.number}: re-measured {latency:.2f} ms is over the {problem.limit:.2f} ms budget; next candidate")
+        where = "within the budget but" if latency <= problem.limit else "over the budget,"
+        log(f"trial {trial.number}: re-measured {latency:.2f} ms is {where} not {margin:.0%} under "
+            f"the {problem.limit:.2f} ms limit; next candidate")
+    within = [(latency, trial) for latency, trial in measured if latency <= problem.limit]
+    if within:
+        latency, trial = within[0]
+        log(f"none of the {len(measured)} best candidates re-measured {margin:.0%} under the budget; taking "
+            f"the most accurate within it, trial {trial.number} ({latency:.2f} ms): its export may read over")
+        return trial
     latency, fastest = min(measured, key=lambda item: item[0])
     log(f"none of the {len(measured)} best candidates stays within budget when re-measured; "
         f"taking the fastest, trial {fastest.number} ({latency:.2f} ms): the machine may be busy")

@@ -202,3 +202,17 @@ def test_nsga2_breeds_its_first_generation_from_warm_start_trials():
     generations = [t.system_attrs.get(key) for t in searcher.study.trials]
     assert generations[: len(history)] == [0] * len(history)
     assert set(generations[len(history) :]) == {1}  # children of the told trials, not random
+
+
+def test_gp_screens_few_proposals_per_policy_so_its_data_stays_small():
+    # Screened proposals join the GP's data and each ask costs more with it (near a tight budget
+    # 50 screened asks per policy took ask time from 8 s to 99 s on ResNet-20): the GP gives up
+    # after a few and draws from the feasible box instead.
+    problem = ToyProblem.make(seed=2)
+    context = replace(problem.context(), estimate=lambda policy: 2.0 * problem.budget)  # all over
+    searcher = optuna_searcher("gp")
+    searcher.setup(context)
+    for _ in range(3):
+        assert len(searcher.ask(1)) == 1
+    assert searcher.max_screened < OptunaSearcher.max_screened
+    assert (searcher.screened, searcher.fallbacks) == (3 * searcher.max_screened, 3)

@@ -1,0 +1,75 @@
+"""Picking the search's result: the most accurate candidate that stays within budget on re-measure."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from autoprune import finalize
+from autoprune.errors import UserError
+from autoprune.study import COMPLETE, Trial
+from autoprune.testing.toy import ToyProblem
+
+LIMIT = 10.0
+
+
+def _candidates(readings: list[float]) -> tuple[list[Trial], dict[int, float]]:
+    """Scored feasible trials, most accurate first, and what each re-measures (ms)."""
+    space = ToyProblem.make().space()
+    trials, by_policy = [], {}
+    for number, reading in enumerate(readings):
+        policy = space.policy({f"slot{i}": (0.2 if i == number else 0.0) for i in range(6)})
+        trials.append(Trial(number, policy, COMPLETE, {"val_accuracy": 0.9 - 0.01 * number, "latency_ms": 9.0},
+                            fidelity="kd:5", constraint=-0.1))
+        by_policy[id(policy)] = reading
+    return trials, by_policy
+
+
+@pytest.fixture
+def remeasure(monkeypatch):
+    """Replace building and timing a candidate by a table of readings, keyed by its policy."""
+    table: dict[int, float] = {}
+    monkeypatch.setattr(finalize, "slim", lambda task, space, policy, criterion, seed: (policy, []))
+    monkeypatch.setattr(finalize, "anchored_latency", lambda problem, model: {"latency_ms": table[id(model)]})
+    return table
+
+
+def _problem(metric: str = "latency_ms") -> SimpleNamespace:
+    return SimpleNamespace(metric=metric, limit=LIMIT, task=None, space=None,
+                           settings=SimpleNamespace(criterion="magnitude", seed=0))
+
+
+@pytest.mark.parametrize(
+    ("readings", "expected", "why"),
+    [
+        ([9.0, 9.5], 0, "the most accurate has room to spare"),
+        ([9.9, 9.8, 9.0], 2, "the first two are within the limit but closer to it than the margin"),
+        ([9.9, 10.4, 9.8], 0, "none has room: the most accurate within the limit"),
+        ([10.8, 10.3, 10.5], 1, "none within: the fastest"),
+    ],
+)
+def test_pick_prefers_a_candidate_with_room_under_a_latency_limit(remeasure, readings, expected, why):
+    trials, table = _candidates(readings)
+    remeasure.update(table)
+    said: list[str] = []
+    best = finalize.pick(_problem(), trials, margin=0.03, log=said.append)
+    assert best.number == expected, why
+    assert bool(said) == (readings[0] > 0.97 * LIMIT), "every candidate passed over is said in the log"
+
+
+def test_pick_recheck_stops_at_the_first_candidate_with_room(monkeypatch):
+    trials, table = _candidates([9.9, 9.0, 8.0])
+    measured: list[float] = []
+    monkeypatch.setattr(finalize, "slim", lambda task, space, policy, criterion, seed: (policy, []))
+    monkeypatch.setattr(finalize, "anchored_latency",
+                        lambda problem, model: {"latency_ms": measured.append(table[id(model)]) or table[id(model)]})
+    assert finalize.pick(_problem(), trials, log=lambda _m: None).number == 1
+    assert measured == [9.9, 9.0]
+
+
+def test_pick_takes_the_most_accurate_for_an_exact_metric_and_needs_a_candidate():
+    trials, _ = _candidates([99.0, 1.0])
+    assert finalize.pick(_problem("macs"), trials).number == 0
+    with pytest.raises(UserError, match="no trial both met the budget"):
+        finalize.pick(_problem(), [])
