@@ -28,10 +28,16 @@ def _candidates(readings: list[float]) -> tuple[list[Trial], dict[int, float]]:
 
 @pytest.fixture
 def remeasure(monkeypatch):
-    """Replace building and timing a candidate by a table of readings, keyed by its policy."""
-    table: dict[int, float] = {}
+    """Replace building and timing a candidate by a table of readings keyed by its policy; the
+    readings taken are listed in order under the key ``"taken"``."""
+    table: dict = {"taken": []}
+
+    def reading(problem, model) -> dict[str, float]:
+        table["taken"].append(table[id(model)])
+        return {"latency_ms": table[id(model)]}
+
     monkeypatch.setattr(finalize, "slim", lambda task, space, policy, criterion, seed: (policy, []))
-    monkeypatch.setattr(finalize, "anchored_latency", lambda problem, model: {"latency_ms": table[id(model)]})
+    monkeypatch.setattr(finalize, "anchored_latency", reading)
     return table
 
 
@@ -58,14 +64,11 @@ def test_pick_prefers_a_candidate_with_room_under_a_latency_limit(remeasure, rea
     assert bool(said) == (readings[0] > 0.97 * LIMIT), "every candidate passed over is said in the log"
 
 
-def test_pick_recheck_stops_at_the_first_candidate_with_room(monkeypatch):
+def test_pick_recheck_stops_at_the_first_candidate_with_room(remeasure):
     trials, table = _candidates([9.9, 9.0, 8.0])
-    measured: list[float] = []
-    monkeypatch.setattr(finalize, "slim", lambda task, space, policy, criterion, seed: (policy, []))
-    monkeypatch.setattr(finalize, "anchored_latency",
-                        lambda problem, model: {"latency_ms": measured.append(table[id(model)]) or table[id(model)]})
+    remeasure.update(table)
     assert finalize.pick(_problem(), trials, log=lambda _m: None).number == 1
-    assert measured == [9.9, 9.0]
+    assert remeasure["taken"] == [9.9, 9.0]
 
 
 def test_pick_takes_the_most_accurate_for_an_exact_metric_and_needs_a_candidate():
