@@ -270,8 +270,9 @@ class GPSearcher(OptunaSearcher):
     infeasible = "constrained"
     # Each screened proposal joins the GP's data, and an ask's cost grows with it: on ResNet-20 at
     # 0.3 of dense latency, where nearly every proposal is estimated over budget, 50 screened asks
-    # per policy grew from 8 s to 99 s per requested policy within 12 policies. Four screened asks,
-    # then a draw from the feasible box (which the GP is told too), keep it at about two seconds
+    # per policy grew from 7-8 s to 75-99 s per requested policy within 12 policies (two runs).
+    # Four screened asks, then a draw from the feasible box (which the GP is told too), keep it
+    # at about two seconds
     # (median 1.9 s over 40 policies; benchmarks/sampler_asks.py).
     max_screened = 4
 
