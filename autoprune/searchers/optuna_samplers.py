@@ -65,7 +65,8 @@ class OptunaSearcher(Searcher):
         max_attempts: duplicate proposals per requested policy before falling back to a random
             new policy (a converged sampler keeps proposing what it has already seen).
         max_screened: proposals per requested policy the estimate may screen out before the
-            same fallback (each costs a sampler ask, up to a second or two for ``gp``).
+            same fallback (each costs a sampler ask; ``gp`` sets a lower cap, since its asks
+            grow with every screened proposal it is told).
     """
 
     name: ClassVar[str] = "optuna"
@@ -272,8 +273,7 @@ class GPSearcher(OptunaSearcher):
     # 0.3 of dense latency, where nearly every proposal is estimated over budget, 50 screened asks
     # per policy grew from 7-8 s to 75-99 s per requested policy within 12 policies (two runs).
     # Four screened asks, then a draw from the feasible box (which the GP is told too), keep it
-    # at about two seconds
-    # (median 1.9 s over 40 policies; benchmarks/sampler_asks.py).
+    # at about two seconds (median 1.9 s over 40 policies; benchmarks/sampler_asks.py).
     max_screened = 4
 
     def make_sampler(self) -> BaseSampler:
