@@ -23,8 +23,8 @@ class LoopConfig:
     """When the loop stops and how it asks.
 
     Attributes:
-        trials: scored (trained) trials to run; rejected policies, and probes scored at a cheaper
-            fidelity than the run's (``Searcher.probe_fidelity``), do not count.
+        trials: scored (trained) trials to run; rejected policies and probes
+            (``Searcher.is_probe``, e.g. a knapsack scan) do not count, whatever their fidelity.
         batch: policies asked, and run, at a time (the number of workers).
         max_proposals: hard cap on proposals, rejected ones included.
         time_limit_s: stop asking after this many seconds.
@@ -114,9 +114,9 @@ def run_loop(
                 ledger.annotate(number, seed=seed)
                 request = replace(template, number=number, policy=policy, seed=seed, fidelity=fidelity,
                                   limit=None if probe else template.limit)
-                pending.append((number, policy, seed, fidelity, executor.submit(run_trial, recipe, request)))
+                pending.append((number, policy, seed, fidelity, probe, executor.submit(run_trial, recipe, request)))
                 proposed += 1
-            for number, policy, seed, fidelity, future in pending:
+            for number, policy, seed, fidelity, probe, future in pending:
                 try:
                     outcome = future.result()
                 except KeyboardInterrupt:
@@ -131,8 +131,9 @@ def run_loop(
                     metrics = dict(outcome.metrics)
                     trial = Trial(number, policy, state, metrics, seed, searcher.name, fidelity, outcome.constraint)
                     outcomes.append(outcome)
-                    # Probes at a cheaper fidelity (a knapsack scan) do not use up the trial budget.
-                    scored += int(not outcome.rejected and fidelity == template.fidelity)
+                    # Probes (a knapsack scan) never use up the trial budget, even when they are
+                    # scored at the run's own fidelity (a `--fidelity bn` search).
+                    scored += int(not outcome.rejected and not probe)
                 finished.append(trial)
                 searcher.tell(trial)
                 if on_trial is not None:

@@ -11,7 +11,7 @@ from autoprune.bench.views import Anytime
 from autoprune.costs import CostSettings
 from autoprune.rules import SpaceRules
 from autoprune.runner import LoopConfig, run_loop
-from autoprune.searchers import make_searcher
+from autoprune.searchers import Searcher, make_searcher
 from autoprune.study import COMPLETE, REJECTED, Ledger, Trial
 from autoprune.testing.toy import ToyProblem
 from autoprune.trial import ScoringConfig, TrialOutcome, TrialRequest
@@ -29,17 +29,18 @@ class SlowExecutor:
         constraint = p.cost(policy) / p.budget - 1.0
         future: Future = Future()
         metrics = {"val_accuracy": p.accuracy(policy), "macs": p.cost(policy)}
-        future.set_result(TrialOutcome(request.number, metrics, constraint > 0, constraint, {}))
+        rejected = request.limit is not None and constraint > 0  # probes are scored unconstrained
+        future.set_result(TrialOutcome(request.number, metrics, rejected, constraint, {}))
         return future
 
 
-def _run(config: LoopConfig, delay: float = 0.02):
+def _run(config: LoopConfig, delay: float = 0.02, searcher: str | Searcher = "random", fidelity: str = "kd:1"):
     problem = ToyProblem.make()
     space = problem.space()
     ledger = Ledger(optuna.create_study(direction="maximize"), space)
-    searcher = make_searcher("random")
+    searcher = make_searcher(searcher) if isinstance(searcher, str) else searcher
     searcher.setup(problem.context(0))
-    template = TrialRequest(number=-1, policy=space.dense(), seed=0, fidelity="kd:1", target="macs",
+    template = TrialRequest(number=-1, policy=space.dense(), seed=0, fidelity=fidelity, target="macs",
                             limit=problem.budget, rules=SpaceRules(), cost=CostSettings((1, 8, 8)), scoring=ScoringConfig())
     return run_loop(None, template, searcher, ledger, SlowExecutor(problem, delay), config)
 
@@ -51,6 +52,17 @@ def _scored(result) -> int:
 def test_the_loop_stops_at_its_scored_trials():
     result = _run(LoopConfig(trials=3))
     assert _scored(result) == 3 and result.stopped == "trials"
+
+
+def test_probes_do_not_count_even_at_the_runs_own_fidelity():
+    """A `--fidelity bn` knapsack search: its scan probes are scored at bn too, yet --trials
+    counts only the planned trials (they used to eat the whole budget)."""
+    knapsack = make_searcher("knapsack")
+    result = _run(LoopConfig(trials=3), delay=0.0, searcher=knapsack, fidelity="bn")
+    scored = [t for t in result.trials if t.state == COMPLETE]
+    probes = [t for t in scored if knapsack.is_probe(t.policy)]
+    assert result.stopped == "trials" and len(probes) > 3
+    assert len(scored) - len(probes) == 3
 
 
 def test_min_time_keeps_the_search_going_after_its_trials():
