@@ -15,7 +15,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,12 +130,19 @@ def train_dense(
     weight_decay: float = 5e-4,
     progress: bool = False,
     description: str = "training",
+    resume_state: dict[str, Any] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``split`` (default: train) and return it in eval mode.
 
     SGD with Nesterov momentum, ``lr`` scaled by batch_size/128, cosine decay per step, weight
     decay, augmentation when ``data.augment``. Batches are drawn from generators seeded by
     ``seed`` and the epoch, so a run is reproducible given the model's initial weights.
+
+    Long trainings are resumable: after each epoch ``on_epoch(epochs_done, state)`` gets the
+    model, optimizer and schedule state; passing that ``state`` back as ``resume_state``
+    continues from the next epoch with the same batches, so an interrupted run ends where an
+    uninterrupted one would.
     """
     split = data.train if split is None else split
     if len(split) == 0:
@@ -151,9 +158,15 @@ def train_dense(
         weight_decay=weight_decay,
     )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    start = 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        opt.load_state_dict(resume_state["optimizer"])
+        sched.load_state_dict(resume_state["schedule"])
+        start = int(resume_state["epochs_done"])
     model.train()
-    with _progress_bar(progress, description, total) as advance:
-        for epoch in range(epochs):
+    with _progress_bar(progress, description, total, done=start * steps_per_epoch) as advance:
+        for epoch in range(start, epochs):
             for x, y in batches(
                 data,
                 split,
@@ -169,11 +182,15 @@ def train_dense(
                 opt.step()
                 sched.step()
                 advance(epoch, float(loss.detach()))
+            if on_epoch is not None:
+                state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "schedule": sched.state_dict(), "epochs_done": epoch + 1}
+                on_epoch(epoch + 1, state)
     return model.eval()
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Any]:
+def _progress_bar(enabled: bool, description: str, total: int, done: int = 0) -> Iterator[Any]:
     if not enabled:
         yield lambda epoch, loss: None
         return
@@ -194,7 +211,7 @@ def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Any]:
         console=_console(),
         transient=True,
     ) as bar:
-        task = bar.add_task(description, total=total, epoch=0, loss=float("nan"))
+        task = bar.add_task(description, total=total, completed=done, epoch=0, loss=float("nan"))
         yield lambda epoch, loss: bar.update(task, advance=1, epoch=epoch + 1, loss=loss)
 
 

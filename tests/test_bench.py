@@ -355,3 +355,49 @@ def test_report_paths_are_relative_to_the_working_directory(tmp_path, monkeypatc
     url = f"sqlite:///{tmp_path.resolve()}/benchmarks/runs/x/studies.db"
     assert _relative(url) == "sqlite:///benchmarks/runs/x/studies.db"
     assert _relative("/elsewhere/runs") == "/elsewhere/runs"
+
+
+def test_an_interrupted_training_continues_to_the_same_weights(tmp_path):
+    """`autoprune train` saves its state each epoch; the same command continues after a kill."""
+    from autoprune.bench.dense import TrainSpec, partial_path, train_reference
+
+    make_tree(tmp_path / "data")
+    common = dict(model="resnet20:width=4", data=f"imagefolder:{tmp_path / 'data'}", epochs=3, image_size=16,
+                  batch_size=8, cache_dir=str(tmp_path / "cache"), threads=1)
+    whole = TrainSpec(out=tmp_path / "whole.pt", **common)
+    train_reference(whole, "train", log=lambda msg: None)
+
+    cut = TrainSpec(out=tmp_path / "cut.pt", **common)
+
+    def stop_after_first_epoch(msg: str) -> None:
+        if msg.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_reference(cut, "train", log=stop_after_first_epoch)
+    assert partial_path(cut.out).exists() and not cut.out.exists()
+    lines: list[str] = []
+    train_reference(cut, "train", log=lines.append)
+    assert any("after epoch 1 of 3" in line for line in lines)
+    assert not partial_path(cut.out).exists()
+    a, b = torch.load(whole.out, weights_only=True), torch.load(cut.out, weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_partial_training_of_other_settings_is_refused(tmp_path):
+    from autoprune.bench.dense import TrainSpec, partial_path, train_reference
+
+    make_tree(tmp_path / "data")
+    spec = TrainSpec(model="resnet20:width=4", data=f"imagefolder:{tmp_path / 'data'}", out=tmp_path / "m.pt",
+                     epochs=2, image_size=16, batch_size=8, cache_dir=str(tmp_path / "cache"), threads=1)
+
+    def stop(msg: str) -> None:
+        if msg.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_reference(spec, "train", log=stop)
+    before = partial_path(spec.out).read_bytes()
+    with pytest.raises(UserError, match="epochs=2"):
+        train_reference(dataclasses.replace(spec, epochs=5), "train", log=lambda msg: None)
+    assert partial_path(spec.out).read_bytes() == before  # nothing saved is lost

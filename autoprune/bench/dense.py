@@ -41,6 +41,47 @@ def sidecar_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".json")
 
 
+def partial_path(checkpoint: Path) -> Path:
+    """Where an unfinished training keeps its state after each epoch (removed when it ends)."""
+    return checkpoint.with_suffix(".partial.pt")
+
+
+# The spec fields a partial training must share with the command that continues it.
+_RESUME_FIELDS = ("model", "data", "epochs", "seed", "image_size", "batch_size", "lr", "train_limit")
+
+
+def _resume_state(spec: TrainSpec, log) -> dict[str, Any] | None:
+    """The saved state of an interrupted training of this spec, or None to start afresh."""
+    import torch
+
+    path = partial_path(spec.out)
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file is the user's to remove
+        raise UserError(f"cannot read the partial training {path} ({exc}); delete it to start afresh") from None
+    wanted = {k: getattr(spec, k) for k in _RESUME_FIELDS}
+    if saved.get("spec") != wanted:
+        diff = ", ".join(f"{k}={saved.get('spec', {}).get(k)!r}" for k in _RESUME_FIELDS
+                         if saved.get("spec", {}).get(k) != wanted[k])
+        raise UserError(f"{path} holds a partial training with other settings ({diff}); "
+                        "give the same settings to continue it, or delete it to start afresh")
+    log(f"continuing the training in {path} after epoch {saved['state']['epochs_done']} of {spec.epochs}")
+    return saved
+
+
+def _save_partial(spec: TrainSpec, state: dict[str, Any], seconds: float) -> None:
+    import torch
+
+    path = partial_path(spec.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"spec": {k: getattr(spec, k) for k in _RESUME_FIELDS}, "state": state,
+                "seconds": seconds}, tmp)
+    os.replace(tmp, path)
+
+
 def read_sidecar(checkpoint: Path) -> dict[str, Any]:
     """The training record next to a checkpoint, or {} when there is none (or it is damaged)."""
     path = sidecar_path(checkpoint)
@@ -79,11 +120,20 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, num_classes=data.num_classes, in_channels=c)
     log(f"training {spec.model} on {data.name}: {len(data.train)} training images ({len(data.val)} held out for "
-        f"validation, {len(data.test)} test), {spec.epochs} epochs")
+        f"validation, {len(data.test)} test), {spec.epochs} epochs; the state is saved after each epoch "
+        f"in {partial_path(spec.out)}, so the same command continues an interrupted run")
+    saved = _resume_state(spec, log)
+    earlier = float(saved["seconds"]) if saved else 0.0
     started = time.perf_counter()
+
+    def checkpoint(epochs_done: int, state: dict[str, Any]) -> None:
+        _save_partial(spec, state, earlier + time.perf_counter() - started)
+        log(f"epoch {epochs_done}/{spec.epochs} done ({(earlier + time.perf_counter() - started) / 60:.1f} min)")
+
     train_dense(model, data, epochs=spec.epochs, seed=spec.seed, batch_size=spec.batch_size, lr=spec.lr,
-                progress=True, description=f"training {spec.model}")
-    seconds = time.perf_counter() - started
+                progress=True, description=f"training {spec.model}",
+                resume_state=saved["state"] if saved else None, on_epoch=checkpoint)
+    seconds = earlier + time.perf_counter() - started
     record = {
         "command": command, "model": spec.model, "data": spec.data, "seed": spec.seed, "epochs": spec.epochs,
         "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size, "train_limit": spec.train_limit,
@@ -95,6 +145,7 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
     spec.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), spec.out)
     sidecar_path(spec.out).write_text(json.dumps(record, indent=2) + "\n")
+    partial_path(spec.out).unlink(missing_ok=True)
     log(f"wrote {spec.out} (val {record['val_accuracy']:.4f}, test {record['test_accuracy']:.4f}, "
         f"{seconds / 60:.1f} min) and {sidecar_path(spec.out)}")
     return record
