@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoprune.errors import UserError
+from autoprune.graph import build_graph, forward_failure, grouped_drop, root_group, user_errors
 from autoprune.space import Policy, SearchSpace, architecture_fingerprint
 
 CRITERIA = ("magnitude", "taylor", "bn")
@@ -64,13 +65,11 @@ def apply_policy(
     so the result does not depend on the order in which slots are pruned. ``batch`` is needed only
     for the Taylor criterion (one backward pass).
     """
-    import torch_pruning as tp
-
     space.check(policy)
     if not inplace:
         model = copy.deepcopy(model)
     scorer = importance(criterion)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    graph = build_graph(model, example_inputs)
     if criterion == "taylor":
         _taylor_gradients(model, batch)
     modules = dict(model.named_modules())
@@ -82,16 +81,23 @@ def apply_policy(
             if kept >= slot.channels:
                 continue
             root = modules[slot.name]
-            prune_fn = graph.get_pruner_of_module(root).prune_out_channels
-            group = graph.get_pruning_group(root, prune_fn, list(range(slot.channels)))
-            scores = scorer(group)
+            with user_errors(f"scoring the channels of slot {slot.name!r}"):
+                scores = scorer(root_group(graph, root, list(range(slot.channels))))
             if scores is None:  # no weights the criterion understands: fall back to magnitude
                 scores = root.weight.detach().flatten(1).norm(dim=1)
-            drop = torch.argsort(scores.float(), stable=True)[: slot.channels - kept]
-            plans.append((root, prune_fn, sorted(int(i) for i in drop)))
-    for root, prune_fn, idxs in plans:
-        graph.get_pruning_group(root, prune_fn, idxs).prune()
+            # grouped convs / heads: the same positions go from every group (kept % groups == 0)
+            plans.append((slot.name, root, grouped_drop(scores, slot.channels - kept, slot.groups)))
+    for name, root, idxs in plans:
+        with user_errors(f"pruning slot {name!r} (freeze it through --space to go on)"):
+            root_group(graph, root, idxs).prune()
     model.zero_grad(set_to_none=True)
+    failure = forward_failure(model, example_inputs)
+    if failure:
+        pruned = ", ".join(repr(n) for n, _, _ in plans)
+        raise UserError(
+            f"the pruned model's forward pass fails {failure}; freeze the slot feeding that module "
+            f"through --space (pruned here: {pruned})"
+        )
     return model, [list(h) for h in graph.pruning_history()]
 
 
@@ -146,15 +152,14 @@ def read_slimmed(path: str | Path) -> dict[str, Any]:
 
 def load_slimmed(path: str | Path, dense_model: nn.Module) -> nn.Module:
     """Rebuild a slimmed model: the dense architecture, the pruning history, then the weights."""
-    import torch_pruning as tp
-
     payload = read_slimmed(path)
     if payload["fingerprint"] != architecture_fingerprint(dense_model):
         raise UserError(f"{path} was pruned from another architecture than the model given")
     model = copy.deepcopy(dense_model).eval()
     example = torch.randn(1, *payload["input_shape"])
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    graph.load_pruning_history([tuple(h) for h in payload["pruning"]])
+    graph = build_graph(model, example)
+    with user_errors(f"replaying the pruning history of {path}"):
+        graph.load_pruning_history([tuple(h) for h in payload["pruning"]])
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -9,16 +9,29 @@ pruning ratio; it carries the architecture fingerprint so it is never applied to
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from autoprune.errors import UserError
+from autoprune.graph import (
+    all_groups,
+    build_graph,
+    channel_groups,
+    forward_failure,
+    grouped_drop,
+    is_depthwise,
+    root_group,
+    unmapped_reshape,
+    warn_once,
+)
 from autoprune.rules import SpaceRules
 
 
@@ -32,6 +45,8 @@ class Slot:
         choices: ordered pruning ratios this slot may take.
         round_to: kept widths are multiples of this.
         stage: the stage this slot belongs to (used by ``granularity: stage``).
+        groups: equal channel groups the width falls into (grouped convs, attention heads); the
+            same positions are pruned in every group, so kept widths are multiples of it too.
     """
 
     name: str
@@ -39,12 +54,20 @@ class Slot:
     choices: tuple[float, ...]
     round_to: int = 1
     stage: str = ""
+    groups: int = 1
+
+    @property
+    def step(self) -> int:
+        """Kept widths are multiples of this: ``round_to`` and ``groups`` together, or ``groups``
+        alone where both together would leave nothing to prune."""
+        both = math.lcm(self.round_to, self.groups)
+        return self.groups if both >= self.channels and self.groups > 1 else both
 
     def kept(self, ratio: float) -> int:
-        """Channels kept at ``ratio``: nearest multiple of ``round_to``, at least one block."""
+        """Channels kept at ``ratio``: nearest multiple of ``step``, at least one block."""
         if ratio <= 0.0:
             return self.channels
-        step = self.round_to
+        step = self.step
         kept = int(math.floor(self.channels * (1.0 - ratio) / step + 0.5)) * step
         return int(min(self.channels, max(min(step, self.channels), kept)))
 
@@ -126,11 +149,14 @@ class SearchSpace:
         fingerprint: str,
         rules: SpaceRules | None = None,
         frozen: Sequence[str] = (),
+        frozen_reasons: Mapping[str, str] | None = None,
     ) -> None:
         self.rules = rules or SpaceRules()
         self.slots: tuple[Slot, ...] = tuple(slots)
         self.fingerprint = fingerprint
         self.frozen: tuple[str, ...] = tuple(frozen)
+        # slots autoprune froze itself (not by the rules), with why: shown to the user once
+        self.frozen_reasons: dict[str, str] = dict(frozen_reasons or {})
         if not self.slots:
             raise UserError(
                 "the model has no prunable group (every conv/linear is frozen or feeds the output); "
@@ -144,34 +170,58 @@ class SearchSpace:
     def from_model(
         cls, model: nn.Module, example_inputs: torch.Tensor, rules: SpaceRules | None = None
     ) -> SearchSpace:
-        """Enumerate the model's dependency groups (Torch-Pruning) as slots."""
-        import torch_pruning as tp
+        """Enumerate the model's dependency groups (Torch-Pruning) as slots.
 
+        Groups that cannot be pruned correctly are frozen, with one warning naming each and why:
+        a group through a reshape Torch-Pruning cannot map (a channel shuffle), a grouped conv that
+        allows no smaller width, or a group whose pruning breaks the model's forward pass (found
+        by pruning every slot at its largest ratio once, and bisecting if that fails).
+        """
         rules = rules or SpaceRules()
         ignored = find_classifier(model, example_inputs)
         names = {m: n for n, m in model.named_modules()}
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
-        groups = graph.get_all_groups(
-            ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]
-        )
-        raw: list[tuple[str, int]] = []
+        graph = build_graph(model, example_inputs)
+        groups, failed = all_groups(graph, ignored + list(graph.IGNORED_LAYERS_IN_TRACING))
+        raw: list[tuple[str, int, int, str | None]] = [
+            (names[m], graph.get_out_channels(m), 1, why) for m, why in failed.items()
+        ]
         for group in groups:
             root = _producer_root(group, graph)
             if root is None:
                 continue
-            raw.append((names[root], len(group[0].idxs)))
+            where = unmapped_reshape(graph, group)
+            reason = f"its channels pass a reshape Torch-Pruning cannot map ({where})" if where else None
+            near = [names[i.dep.target.module] for i in group.items
+                    if i.dep.target.module in failed and graph.is_out_channel_pruning_fn(i.dep.handler)]
+            if near and reason is None:
+                reason = f"it shares channels with {near[0]!r}, which Torch-Pruning cannot map"
+            raw.append((names[root], len(group[0].idxs), channel_groups(graph, group), reason))
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         raw.sort(key=lambda item: order[item[0]])
-        frozen = [n for n, _ in raw if rules.is_frozen(n)]
-        auto_stage = _auto_stages([n for n, _ in raw])
+        frozen = [n for n, *_ in raw if rules.is_frozen(n)]
+        reasons = {n: r for n, _, _, r in raw if r is not None and n not in frozen}
+        auto_stage = _auto_stages([n for n, *_ in raw])
         slots = []
-        for name, channels in raw:
-            if name in frozen or channels < 2:
+        for name, channels, n_groups, _ in raw:
+            if name in frozen or name in reasons or channels < 2:
                 continue
             choices, round_to = rules.for_slot(name)
-            stage = rules.stage_of(name) or auto_stage[name]
-            slots.append(Slot(name, channels, choices, round_to, stage))
-        return cls(slots, architecture_fingerprint(model), rules, frozen)
+            slot = Slot(name, channels, choices, round_to, rules.stage_of(name) or auto_stage[name], n_groups)
+            if slot.kept(choices[-1]) >= channels and n_groups > 1:
+                reasons[name] = f"its {n_groups} channel groups (grouped conv or heads) leave no smaller width"
+                continue
+            slots.append(slot)
+        if slots:
+            broken = _forward_breakers(model, example_inputs, slots)
+            reasons.update(broken)
+            slots = [s for s in slots if s.name not in broken]
+        if reasons:
+            listed = "; ".join(f"{n!r}: {r}" for n, r in reasons.items())
+            warn_once(
+                f"{type(model).__name__}: {len(reasons)} slot(s) frozen, never pruned: {listed}. "
+                "List them under 'frozen' in a --space file to silence this warning."
+            )
+        return cls(slots, architecture_fingerprint(model), rules, [*frozen, *reasons], reasons)
 
     def _make_variables(self) -> tuple[Variable, ...]:
         if self.rules.granularity == "slot":
@@ -269,21 +319,61 @@ class SearchSpace:
         return self.decode([rng.integers(lo, len(v.choices)) for v, lo in zip(self.variables, low, strict=True)])
 
 
-def _is_depthwise(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and module.groups == module.out_channels and module.groups > 1
-
-
-def _producer_root(group, graph) -> nn.Module | None:
+def _producer_root(group: Any, graph: Any) -> nn.Module | None:
     """The module that names a group: its first root, or, where that is a depthwise conv (which
     only follows the channels of its producer), the conv or linear layer whose outputs it prunes."""
     root = group[0].dep.target.module
-    if not _is_depthwise(root):
+    if not is_depthwise(root):
         return root
     for item in group:
         module = item.dep.target.module
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and not _is_depthwise(module) and graph.is_out_channel_pruning_fn(item.dep.handler):
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module) and graph.is_out_channel_pruning_fn(item.dep.handler):
             return module
     return None
+
+
+def _prune_breaks(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> str | None:
+    """Why pruning ``slots`` at their largest ratios (on a copy) breaks the model, else None."""
+    trial = copy.deepcopy(model)
+    modules = dict(trial.named_modules())
+    try:
+        graph = build_graph(trial, example_inputs)
+        with torch.no_grad():
+            for slot in slots:
+                kept = slot.kept(slot.choices[-1])
+                if kept < slot.channels:
+                    drop = grouped_drop(torch.arange(slot.channels), slot.channels - kept, slot.groups)
+                    root_group(graph, modules[slot.name], drop).prune()
+    except Exception as exc:  # noqa: BLE001 - any failure to prune is a reason to freeze
+        return f"pruning it fails ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
+    failure = forward_failure(trial, example_inputs)
+    return f"the pruned model's forward pass fails {failure}" if failure else None
+
+
+def _forward_breakers(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> dict[str, str]:
+    """Slots whose pruning breaks the model, found by bisection: name -> why."""
+    active, found = list(slots), {}
+    for _ in range(len(slots)):
+        if not active or _prune_breaks(model, example_inputs, active) is None:
+            break
+        culprits = _bisect(model, example_inputs, active)
+        if not culprits:  # only a combination fails: freeze the last slot and look again
+            culprits = {active[-1].name: "pruning it together with the other slots breaks the model"}
+        found.update(culprits)
+        active = [s for s in active if s.name not in culprits]
+    return found
+
+
+def _bisect(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> dict[str, str]:
+    if len(slots) == 1:
+        reason = _prune_breaks(model, example_inputs, slots)
+        return {slots[0].name: reason} if reason else {}
+    half = len(slots) // 2
+    out = {}
+    for part in (slots[:half], slots[half:]):
+        if _prune_breaks(model, example_inputs, part) is not None:
+            out.update(_bisect(model, example_inputs, part))
+    return out
 
 
 def _nearest(choices: Sequence[float], value: float) -> float:
