@@ -120,7 +120,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
 def show_command(run_dir: str, storage: str | None, console: Console) -> int:
     import json
 
-    from autoprune.report import pareto_front
+    from autoprune.report import member_rows, pareto_front
 
     path = Path(run_dir)
     summary_path = path / "summary.json"
@@ -139,9 +139,25 @@ def show_command(run_dir: str, storage: str | None, console: Console) -> int:
     for col in ("trial", "searcher", "fidelity", "val acc", metric, "within budget"):
         table.add_column(col)
     for t in pareto_front(trials, metric):
-        table.add_row(str(t.number), t.searcher, t.fidelity, f"{t.accuracy:.4f}", f"{t.metrics[metric]:.4g}", "yes" if t.feasible else "no")
+        searcher = f"{t.searcher}/{t.member}" if t.member else t.searcher
+        table.add_row(str(t.number), searcher, t.fidelity, f"{t.accuracy:.4f}", f"{t.metrics[metric]:.4g}", "yes" if t.feasible else "no")
     console.print(table)
+    pick = (summary.get("final") or {}).get("search_trial") if summary_path.exists() else None
+    print_members(console, member_rows(trials, pick))
     return 0
+
+
+def print_members(console: Console, rows) -> None:
+    """A portfolio search's members: share of trials and time, and which found the pick."""
+    if not rows:
+        return
+    table = Table(title="Portfolio members")
+    for col in ("member", "trials", "share of trials", "probes", "seconds", "share of time", "found the pick"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.member, f"{r.trials} ({r.scored} scored)", f"{100 * r.trial_share:.0f}%", str(r.probes),
+                      f"{r.seconds:.0f}", f"{100 * r.time_share:.0f}%", "yes" if r.found_pick else "")
+    console.print(table)
 
 
 def load_trials(storage: str):

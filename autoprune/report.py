@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from autoprune.objectives import UNITS, format_metric
-from autoprune.study import Trial
+from autoprune.study import COMPLETE, REJECTED, Trial
 
 PHASES = ("prune_s", "measure_s", "finetune_s", "evaluate_s", "setup_s", "total_s")
 
@@ -25,6 +26,59 @@ def pareto_front(trials: Sequence[Trial], metric: str) -> list[Trial]:
     f = np.array([[-(t.accuracy or 0.0), t.metrics[metric]] for t in scored])
     front = NonDominatedSorting().do(f, only_non_dominated_front=True)
     return sorted((scored[i] for i in front), key=lambda t: t.metrics[metric])
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """One portfolio member's part of a search, read from the ledger (``member_rows``)."""
+
+    member: str
+    trials: int  # ordinary trials (scored or rejected), probes excepted
+    scored: int
+    probes: int
+    seconds: float  # recorded trial seconds plus the member's ask seconds, probes included
+    trial_share: float
+    time_share: float
+    found_pick: bool
+
+
+def member_rows(trials: Sequence[Trial], pick: int | None) -> list[MemberRow]:
+    """Per member of a portfolio search, its share of trials and time and whether it proposed the
+    search trial ``pick``; [] when no trial names a member (not a portfolio search)."""
+    search = [t for t in trials if t.member and t.fidelity != "final" and t.state in (COMPLETE, REJECTED)]
+    if not search:
+        return []
+
+    def probe(t: Trial) -> bool:  # probes are scored without the budget
+        return t.scored and t.constraint is None
+
+    def seconds(t: Trial) -> float:
+        return float(t.metrics.get("total_s", 0.0)) + float(t.metrics.get("member_ask_s", 0.0))
+
+    all_trials = max(1, sum(not probe(t) for t in search))
+    all_s = sum(seconds(t) for t in search) or 1.0
+    picked = next((t.member for t in trials if t.number == pick), "")
+    rows = []
+    for name in dict.fromkeys(t.member for t in search):
+        mine = [t for t in search if t.member == name]
+        ordinary = [t for t in mine if not probe(t)]
+        spent = sum(seconds(t) for t in mine)
+        rows.append(MemberRow(name, len(ordinary), sum(t.scored for t in ordinary), len(mine) - len(ordinary), spent,
+                              len(ordinary) / all_trials, spent / all_s, name == picked))
+    return rows
+
+
+def member_lines(rows: Sequence[MemberRow]) -> list[str]:
+    """The report's table of portfolio members (nothing for other searches)."""
+    if not rows:
+        return []
+    lines = ["", "## Portfolio members", "",
+             "Each member's ordinary trials (probes of a set-up phase apart) and time, as shares of the search.", "",
+             "| member | trials | share of trials | probes | seconds | share of time | found the pick |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| `{r.member}` | {r.trials} ({r.scored} scored) | {100 * r.trial_share:.0f}% | {r.probes} | {r.seconds:.0f} | "
+              f"{100 * r.time_share:.0f}% | {'yes' if r.found_pick else ''} |" for r in rows]
+    return lines
 
 
 def phase_medians(trials: Sequence[Trial]) -> dict[str, float]:
@@ -43,8 +97,11 @@ def plot_front(path: Path, trials: Sequence[Trial], metric: str, limit: float, d
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     scored = [t for t in trials if t.scored and metric in t.metrics and t.fidelity != "final"]
-    for name in sorted({t.searcher for t in scored}):
-        pts = [t for t in scored if t.searcher == name]
+    def label(t: Trial) -> str:  # a portfolio's trials by member
+        return f"{t.searcher}/{t.member}" if t.member else t.searcher
+
+    for name in sorted({label(t) for t in scored}):
+        pts = [t for t in scored if label(t) == name]
         ax.scatter([t.metrics[metric] for t in pts], [100 * (t.accuracy or 0) for t in pts], s=18, alpha=0.7, label=name)
     front = pareto_front(trials, metric)
     if front:
@@ -118,6 +175,7 @@ def write_report(run_dir: Path, summary: dict[str, Any], trials: Sequence[Trial]
     for t in pareto_front(trials, metric):
         lines.append(f"| {t.number} | {t.searcher} | {t.accuracy:.4f} | {format_metric(metric, t.metrics[metric])} | "
                      f"{t.metrics[metric] / dense[metric]:.2f} | {'yes' if t.feasible else 'no'} |")
+    lines += member_lines(member_rows(trials, (summary.get("final") or {}).get("search_trial")))
     lines += ["", "## Kept width of every slot", "", "![kept widths](widths.png)", "", "| slot | dense | kept |", "|---|---|---|"]
     lines += [f"| `{n}` | {dense_widths[n]} | {kept[n]} |" for n in dense_widths]
     phases = summary.get("phase_medians") or {}

@@ -111,7 +111,7 @@ def run_loop(
                 fidelity = (searcher.probe_fidelity or template.fidelity) if probe else template.fidelity
                 number = ledger.start(policy, searcher=searcher.name, fidelity=fidelity)
                 seed = trial_seed(config.seed, number)
-                ledger.annotate(number, seed=seed)
+                ledger.annotate(number, seed=seed, **searcher.trial_attrs(policy))
                 request = replace(template, number=number, policy=policy, seed=seed, fidelity=fidelity,
                                   limit=None if probe else template.limit)
                 pending.append((number, policy, seed, fidelity, probe, executor.submit(run_trial, recipe, request)))

@@ -49,6 +49,7 @@ class Trial:
         searcher: name of the searcher that proposed it.
         fidelity: ``bn``, ``kd:N`` or ``final``.
         constraint: ``cost / limit - 1`` (<= 0 is within budget), None if unknown.
+        member: for a portfolio search, the member searcher that proposed it ('' otherwise).
     """
 
     number: int
@@ -59,6 +60,7 @@ class Trial:
     searcher: str = ""
     fidelity: str = ""
     constraint: float | None = None
+    member: str = ""
 
     @property
     def accuracy(self) -> float | None:
@@ -204,6 +206,7 @@ def to_trial(frozen: optuna.trial.FrozenTrial, fingerprint: str) -> Trial:
         searcher=str(attrs.get("searcher", "")),
         fidelity=str(attrs.get("fidelity", "")),
         constraint=constraints.get("budget"),
+        member=str(attrs.get("member", "")),
     )
 
 

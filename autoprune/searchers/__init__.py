@@ -16,6 +16,7 @@ from autoprune.searchers.optuna_samplers import (
     QMCSearcher,
     TPESearcher,
 )
+from autoprune.searchers.portfolio import PortfolioConfig, PortfolioSearcher
 
 _REGISTRY: dict[str, Callable[[], Searcher]] = {
     "random": RandomSearcher,
@@ -28,8 +29,13 @@ _REGISTRY: dict[str, Callable[[], Searcher]] = {
     "qmc": QMCSearcher,
     "knapsack": KnapsackSearcher,
     "knapsack-greedy": GreedyKnapsackSearcher,
+    "portfolio": PortfolioSearcher,
 }
 DEFAULT_SEARCHER = "tpe"
+# Names that take an argument after a colon: ``portfolio:tpe,knapsack``.
+_WITH_ARGUMENT: dict[str, Callable[[str], Searcher]] = {
+    "portfolio": lambda spec: PortfolioSearcher(PortfolioConfig.from_spec(spec)),
+}
 
 
 def register(name: str, factory: Callable[[], Searcher]) -> None:
@@ -42,6 +48,9 @@ def searcher_names() -> list[str]:
 
 
 def make_searcher(name: str) -> Searcher:
+    base, colon, argument = name.partition(":")
+    if colon and base in _WITH_ARGUMENT:  # portfolio:tpe,knapsack
+        return _WITH_ARGUMENT[base](argument)
     if name not in _REGISTRY:
         raise UserError(f"unknown searcher {name!r}; choose one of {', '.join(_REGISTRY)}")
     return _REGISTRY[name]()
@@ -56,6 +65,8 @@ __all__ = [
     "KnapsackSearcher",
     "NSGA2Searcher",
     "OptunaSearcher",
+    "PortfolioConfig",
+    "PortfolioSearcher",
     "QMCSearcher",
     "TPESearcher",
     "RandomSearcher",

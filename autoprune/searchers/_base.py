@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -174,6 +174,10 @@ class Searcher(abc.ABC):
         result; ordinary proposals over budget are rejected before training.
         """
         return False
+
+    def trial_attrs(self, policy: Policy) -> dict[str, Any]:
+        """Extra user attributes the ledger records with a proposal (a portfolio's member)."""
+        return {}
 
     def is_new(self, policy: Policy) -> bool:
         return policy_key(policy) not in self._seen
