@@ -13,7 +13,7 @@ from autoprune.costs import CostSettings
 from autoprune.errors import UserError
 from autoprune.rules import SpaceRules
 from autoprune.runner import LoopConfig, replay, run_loop
-from autoprune.searchers import make_searcher
+from autoprune.searchers import _REGISTRY, RandomSearcher, make_searcher, register
 from autoprune.searchers.portfolio import PortfolioConfig, PortfolioSearcher
 from autoprune.study import COMPLETE, Ledger, Trial
 from autoprune.testing.toy import ToyProblem, best_feasible
@@ -191,3 +191,41 @@ def test_the_report_and_show_give_each_members_share_and_the_pick(tmp_path):
     show_command(str(tmp_path), None, console)
     text = console.export_text()
     assert "Portfolio members" in text and "knapsack" in text and "portfolio/" in text
+
+
+class WarmingRandom(RandomSearcher):
+    """Random search whose first four proposals it calls a warm-up, as an RL searcher's random
+    episodes before its agent learns (``amc``)."""
+
+    name = "warming-random"
+
+    def _setup(self) -> None:
+        self.asked = 0
+
+    @property
+    def warming_up(self) -> bool:
+        return self.asked < 4
+
+    def _ask(self, n: int):
+        policies = super()._ask(n)
+        self.asked += len(policies)
+        return policies
+
+
+def test_a_warm_up_gets_a_fair_share_and_is_not_judged():
+    register(WarmingRandom.name, WarmingRandom)
+    try:
+        problem = ToyProblem.make(seed=1)
+        portfolio, ledger = search("portfolio:knapsack,warming-random", problem, 14, seed=0)
+    finally:
+        _REGISTRY.pop(WarmingRandom.name)
+    ordinary = [t for t in ledger.trials() if not portfolio.is_probe(t.policy)]
+    warm = [t for t in ordinary if t.metrics.get("member_warmup") == 1.0]
+    assert len(warm) == 4 and {t.member for t in warm} == {WarmingRandom.name}
+    first_eight = [t.member for t in ordinary[:8]]
+    assert first_eight.count(WarmingRandom.name) >= 4  # its fair share, though knapsack's rate is far higher
+    after = [t.member for t in ordinary[ordinary.index(warm[-1]) + 1:]]
+    assert after.count("knapsack") > after.count(WarmingRandom.name)  # then it is judged, and loses
+    share = next(s for s in portfolio.shares() if s.name == WarmingRandom.name)
+    assert share.trials == len([t for t in ordinary if t.member == WarmingRandom.name])
+    assert share.seconds == share.trials - 4  # one unit per trial on the toy clock, warm-up left out
