@@ -120,6 +120,7 @@ class MemberShare:
 class _Member:
     """Mutable bookkeeping of one member (what the allocation reads)."""
 
+    name: str  # its registry name, as the ledger records it
     searcher: Searcher
     index: int
     told: int = 0
@@ -166,7 +167,7 @@ class PortfolioSearcher(Searcher):
 
         super().__init__()
         self.config = config or PortfolioConfig()
-        self._members = {n: _Member(make_searcher(n), i) for i, n in enumerate(self.config.members)}
+        self._members = {n: _Member(n, make_searcher(n), i) for i, n in enumerate(self.config.members)}
         fidelities = {m.searcher.probe_fidelity for m in self._members.values()} - {None}
         if len(fidelities) > 1:
             raise UserError(f"portfolio: members score probes at different fidelities ({', '.join(sorted(fidelities))})")
@@ -190,7 +191,7 @@ class PortfolioSearcher(Searcher):
         return sum(p.member == name and not p.probe for p in self._asked.values())
 
     def _proposed(self, member: _Member) -> int:
-        return member.told + self._pending(member.searcher.name)
+        return member.told + self._pending(member.name)
 
     def _unit(self) -> float:
         """Mean charge of an ordinary trial so far (1 before any)."""
@@ -224,18 +225,18 @@ class PortfolioSearcher(Searcher):
         for rule in (lambda m: m.in_setup, lambda m: self._proposed(m) == 0):
             chosen = [m for m in active if rule(m)]
             if chosen:
-                return chosen[0].searcher.name
+                return chosen[0].name
         total = sum(self._proposed(m) for m in self._members.values()) + 1
         starved = [m for m in active if self._proposed(m) < self.config.min_share * total]
         warming = [m for m in active if getattr(m.searcher, "warming_up", False)]
         warming_behind = [m for m in warming if self._proposed(m) < total / len(self._members)]
         for group in (starved, warming_behind):
             if group:
-                return min(group, key=lambda m: (self._proposed(m), m.index)).searcher.name
-        judged = [m for m in active if m not in warming] or active
-        best = max(judged, key=lambda m: (self.index(m.searcher.name), m.searcher.name == self._best_member,
+                return min(group, key=lambda m: (self._proposed(m), m.index)).name
+        judged = [m for m in active if all(m is not w for w in warming)] or active
+        best = max(judged, key=lambda m: (self.index(m.name), m.name == self._best_member,
                                           -self._proposed(m), -m.index))
-        return best.searcher.name
+        return best.name
 
     # -- ask ---------------------------------------------------------------------------------------
     def _ask(self, n: int) -> list[Policy]:
