@@ -122,9 +122,17 @@ def find_classifier(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.M
     """The output layer(s): pruning their outputs would remove classes, so they are ignored."""
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        out = model(example_inputs)
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            out = model(example_inputs)
+    except Exception as exc:
+        why = forward_failure(model, example_inputs) or f"{type(exc).__name__}: {exc}"
+        raise UserError(
+            f"{type(model).__name__} fails its forward pass on an input of shape "
+            f"{tuple(example_inputs.shape)} ({why}); check the model and --image-size"
+        ) from exc
+    finally:
+        model.train(was_training)
     n_out = out.shape[1]
     last = None
     for module in model.modules():

@@ -107,3 +107,79 @@ def test_model_without_prunable_group():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(UserError, match="no prunable group"):
         SearchSpace.from_model(model, torch.randn(1, 4))
+
+
+def test_grouped_slot_widths_are_multiples_of_the_groups():
+    from autoprune.space import Slot
+
+    s = Slot("g", 32, (0.0, 0.3, 0.5), round_to=1, groups=4)
+    assert [s.kept(r) for r in (0.0, 0.3, 0.5)] == [32, 24, 16]
+    assert Slot("g", 32, (0.3,), round_to=8, groups=4).kept(0.3) == 24  # lcm(8, 4) == 8
+    assert Slot("g", 16, (0.5,), round_to=8, groups=16).kept(0.5) == 16  # one channel per group
+
+
+class _GroupedBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.b(torch.relu(self.a(x))).mean((2, 3)))
+
+
+def test_grouped_conv_pruned_by_positions_in_every_group():
+    model, x = _GroupedBlock().eval(), torch.randn(1, 3, 8, 8)
+    space = SearchSpace.from_model(model, x, SpaceRules(ratios=(0.0, 0.3, 0.5)))
+    assert {s.name: s.groups for s in space.slots} == {"a": 4, "b": 4}
+    slim, history = apply_policy(model, space, space.uniform(0.5), x)
+    assert (slim.b.in_channels, slim.b.out_channels, slim.b.groups) == (8, 8, 4)
+    removed = next(idxs for name, _, idxs in history if name == "a")
+    positions = [sorted(i % 4 for i in removed if i // 4 == g) for g in range(4)]
+    assert all(p == positions[0] for p in positions) and len(positions[0]) == 2
+
+
+class _BadForward(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("this model cannot run")
+
+
+def test_untraceable_model_is_a_one_line_user_error():
+    with pytest.raises(UserError, match="_BadForward fails its forward pass") as info:
+        SearchSpace.from_model(_BadForward(), torch.randn(1, 3, 8, 8))
+    assert "\n" not in str(info.value) and "this model cannot run" in str(info.value)
+
+
+class _Hidden(nn.Module):
+    """A slot whose width the forward pass hard-codes (as torchvision's ViT does with hidden_dim)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 1), nn.Linear(8, 4)
+        self.scale = nn.Parameter(torch.ones(8, 1, 1))  # outside any layer: Torch-Pruning warns
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (self.conv(x) * self.scale).reshape(x.shape[0], 8, -1)
+        return self.head(y.mean(2))
+
+
+def test_breaking_slot_frozen_with_one_warning_and_refused_when_forced(recwarn):
+    x = torch.randn(1, 3, 4, 4)
+    for _ in range(3):
+        with pytest.raises(UserError, match="no prunable group"):
+            SearchSpace.from_model(_Hidden(), x)
+    said = [str(w.message) for w in recwarn.list]
+    assert sum("parameters outside standard layers (scale)" in m for m in said) == 1
+    assert sum("'conv': the pruned model's forward pass fails" in m for m in said) == 1
+    from autoprune.space import Slot
+
+    model = _Hidden()
+    forced = SearchSpace([Slot("conv", 8, (0.0, 0.5))], "f")
+    with pytest.raises(UserError, match="forward pass fails .*freeze the slot") as info:
+        apply_policy(model, forced, forced.uniform(0.5).__class__("f", (("conv", 0.5),)), x)
+    assert "\n" not in str(info.value)

@@ -115,7 +115,7 @@ class Layer:
 
 def record_layers(model: nn.Module, space: SearchSpace, example_inputs: torch.Tensor, batch: int) -> list[Layer]:
     """The dense model's conv/linear/BN calls with shapes, and which slot prunes which channels."""
-    import torch_pruning as tp
+    from autoprune.graph import build_graph
 
     model = copy.deepcopy(model).eval()
     names = {m: n for n, m in model.named_modules()}
@@ -147,7 +147,7 @@ def record_layers(model: nn.Module, space: SearchSpace, example_inputs: torch.Te
         for h in handles:
             h.remove()
 
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs[:1])
+    graph = build_graph(model, example_inputs[:1])
     modules = dict(model.named_modules())
     outs: dict[str, dict[str, int]] = {}
     ins: dict[str, dict[str, int]] = {}

@@ -59,12 +59,12 @@ def importance_drops(model, example_inputs, space: SearchSpace, criterion: str) 
     """Per variable and choice: share of each slot's normalised group importance that is removed
     (the lowest-scored channels go first, as in ``apply_policy``), summed over the variable's slots."""
     import torch
-    import torch_pruning as tp
 
+    from autoprune.graph import build_graph
     from autoprune.prune import importance
 
     model = copy.deepcopy(model).eval()
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    graph = build_graph(model, example_inputs)
     modules = dict(model.named_modules())
     scorer = importance(criterion)
     shares: dict[str, np.ndarray] = {}
