@@ -8,6 +8,7 @@ rebuilds the original architecture, replays the history and loads tensors with
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,11 @@ def load_slimmed(path: str | Path, dense_model: nn.Module) -> nn.Module:
     with user_errors(f"replaying the pruning history of {path}"):
         graph.load_pruning_history([tuple(h) for h in payload["pruning"]])
     try:
-        model.load_state_dict(payload["state_dict"])
+        state = OrderedDict(payload["state_dict"])
+        # module versions (torchvision's MNASNet refuses a state dict without them) as the
+        # architecture itself records them: the file holds tensors only
+        state._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match the replayed pruning ({str(exc).splitlines()[0]})") from exc
     return model
