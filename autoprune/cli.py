@@ -1,4 +1,4 @@
-"""``autoprune search | apply | show``: the command line, the only place YAML and names are parsed.
+"""``autoprune search | apply | export | show``: the command line, the only place YAML and names are parsed.
 
 Bad input gets one line on stderr and exit status 2; Ctrl-C keeps every finished trial.
 """
@@ -63,19 +63,35 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=kind, default=None, help=f"{HELP.get(name, '')} [default: {f.default}]")
 
 
+def _add_apply_args(p: argparse.ArgumentParser) -> None:
+    """Flags of re-applying a policy (``apply``, ``export --policy``)."""
+    p.add_argument("--model", help="override the policy's model spec")
+    p.add_argument("--data", help="override the policy's data spec")
+    p.add_argument("--checkpoint", help="override the policy's dense checkpoint")
+    steps = FIELDS["final_steps"].default
+    p.add_argument("--finetune-steps", type=int, default=steps,
+                   help=f"distillation steps after BN recalibration, as the search's final fine-tune (default {steps}; 0: not fine-tuned)")
+    p.add_argument("--lr", type=float, default=FIELDS["lr"].default, help=f"fine-tune learning rate (default {FIELDS['lr'].default})")
+    p.add_argument("--cache-dir", help="cache of dense models and data")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="autoprune", description="Search-based structured pruning for PyTorch.")
     sub = top.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="search per-layer pruning ratios that meet a budget")
     _add_search_args(s)
-    a = sub.add_parser("apply", help="apply a saved policy to the dense model and export the slimmed model")
+    a = sub.add_parser("apply", help="apply a saved policy to the dense model, fine-tune it and write the slimmed model")
     a.add_argument("--policy", required=True, help="a policy YAML (policy.yaml of a run, or policies/*.yaml)")
-    a.add_argument("--out", required=True, help="where to write the slimmed model (.pt)")
-    a.add_argument("--model", help="override the policy's model spec")
-    a.add_argument("--data", help="override the policy's data spec")
-    a.add_argument("--checkpoint", help="override the policy's dense checkpoint")
-    a.add_argument("--finetune-steps", type=int, default=0, help="distillation steps after pruning (default 0)")
-    a.add_argument("--cache-dir", help="cache of dense models and data")
+    a.add_argument("--out", required=True, help="where to write it; the suffix picks the format: .pt (torch), .onnx, .ts (TorchScript)")
+    _add_apply_args(a)
+    e = sub.add_parser("export", help="write a run's slimmed model (or a re-applied policy) as torch, ONNX or TorchScript")
+    e.add_argument("run_dir", nargs="?", help="a run directory made by `autoprune search` (its model.pt is exported)")
+    e.add_argument("--policy", help="re-apply this policy instead, as `autoprune apply` does")
+    e.add_argument("--format", choices=("torch", "onnx", "torchscript"), help="default: by --out's suffix, else onnx")
+    e.add_argument("--out", help="where to write it (default: RUN_DIR/model.onnx, or model.ts for torchscript)")
+    e.add_argument("--trust-factory", action="store_true",
+                   help="let a pkg.module:function model spec recorded in model.pt be imported and called")
+    _add_apply_args(e)
     w = sub.add_parser("show", help="print a finished (or running) study")
     w.add_argument("run_dir", help="a run directory made by `autoprune search`")
     w.add_argument("--storage", help="Optuna storage, if not the run directory's SQLite file")
@@ -113,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from autoprune.commands import apply_command
 
             return apply_command(args, console)
+        if args.command == "export":
+            from autoprune.commands import export_command
+
+            return export_command(args, console)
         if args.command == "show":
             from autoprune.commands import show_command
 

@@ -178,36 +178,150 @@ def load_trials(storage: str):
     return trials
 
 
-def apply_command(args: argparse.Namespace, console: Console) -> int:
+def slim_from_policy(args: argparse.Namespace, console: Console):
+    """(Slimmed, task) for ``args.policy``: pruned, BN-recalibrated and fine-tuned as the search's
+    final fine-tune does (``trial.fine_tune``); shared by ``apply`` and ``export --policy``."""
+    import torch
+
+    from autoprune.evaluators import DistillConfig
+    from autoprune.export import Slimmed, architecture
     from autoprune.pipeline import default_rules_name
     from autoprune.policy_io import load_policy
-    from autoprune.prune import save_slimmed
     from autoprune.rules import load_rules
     from autoprune.space import SearchSpace
     from autoprune.task import TaskRecipe, accuracy, load_task
-    from autoprune.trial import slim
+    from autoprune.trial import ScoringConfig, fine_tune, slim
 
+    if args.finetune_steps < 0:
+        raise UserError(f"--finetune-steps must be at least 0, got {args.finetune_steps}")
+    check_output_file(args.out, "--out")
     policy, prov = load_policy(args.policy)
     saved = dict(prov.get("recipe") or {"model": prov.get("model", "resnet20"), "data": prov.get("data", "digits"),
                                         "image_size": prov.get("image_size"), "seed": int(prov.get("seed", 0))})
     overrides = {"model": args.model, "data": args.data, "checkpoint": args.checkpoint, "cache_dir": args.cache_dir}
     saved.update({k: v for k, v in overrides.items() if v is not None})
     recipe = TaskRecipe.from_dict(saved)
-    model = recipe.model
     task = load_task(recipe, progress=True)
-    rules = load_rules(prov.get("search_space") or default_rules_name(model)).with_granularity(prov.get("granularity", "slot"))
+    rules = load_rules(prov.get("search_space") or default_rules_name(recipe.model)).with_granularity(prov.get("granularity", "slot"))
     space = SearchSpace.from_model(task.model, task.example_inputs(), rules)
     space.check(policy)
-    slimmed, history = slim(task, space, policy, prov.get("criterion", "magnitude"), recipe.seed)
-    if args.finetune_steps > 0:
-        from autoprune.data import endless_batches
-        from autoprune.evaluators import DistillConfig, distill, recalibrate_bn
+    criterion = prov.get("criterion", "magnitude")
+    torch.manual_seed(recipe.seed)
+    model, history = slim(task, space, policy, criterion, recipe.seed)
+    scoring = ScoringConfig(criterion=criterion, distill=DistillConfig(lr=args.lr))
+    fine_tune(model, task, scoring, args.finetune_steps, recipe.seed)
+    acc = accuracy(model, task.data, task.data.val)
+    if args.finetune_steps == 0:
+        console.print(f"[bold yellow]not fine-tuned[/]: --finetune-steps 0, BN statistics recalibrated only; val accuracy "
+                      f"{acc:.4f} (dense {task.dense_val_accuracy:.4f}); the search's final fine-tune runs {ScoringConfig().final_steps} steps")
+    else:
+        console.print(f"fine-tuned: BN recalibrated, {args.finetune_steps} distillation steps; val accuracy {acc:.4f} "
+                      f"(dense {task.dense_val_accuracy:.4f})")
+    meta = {"policy": policy.as_dict(), "source_policy": str(args.policy), "architecture": architecture(task),
+            "recipe": {k: v for k, v in recipe.to_dict().items() if k != "cache_dir"},
+            "finetune_steps": args.finetune_steps, "val_accuracy": acc}
+    return Slimmed(model, task.model, history, space.fingerprint, task.input_shape, meta), task
 
-        batches = endless_batches(task.data, task.data.train, 64, seed=recipe.seed, augment=task.data.augment)
-        recalibrate_bn(slimmed, batches, 20)
-        distill(slimmed, task.model, batches, args.finetune_steps, DistillConfig())
-    save_slimmed(args.out, slimmed, history, fingerprint=space.fingerprint, input_shape=task.input_shape,
-                 meta={"policy": policy.as_dict(), "source_policy": str(args.policy)})
-    acc = accuracy(slimmed, task.data, task.data.val)
-    console.print(f"wrote {args.out}: val accuracy {acc:.4f} ({args.finetune_steps} fine-tune steps)")
+
+def validation_batch(data, n: int = 32):
+    """The first ``n`` validation images, normalised: what exports are compared on."""
+    from autoprune.data import batches
+
+    return next(batches(data, data.val, n, seed=0, shuffle=False))[0]
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Refuse, before any work, an output path that names a directory or lies under a file."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file to write, such as {out / 'model.pt'}")
+    for where in out.parents:
+        if where.exists():
+            if not where.is_dir():
+                raise UserError(f"{flag} {path}: {where} is a file, not a directory")
+            break
+
+
+def apply_command(args: argparse.Namespace, console: Console) -> int:
+    from autoprune.export import output_format, write
+
+    fmt = output_format(args.out)  # before any work: a bad --out costs nothing
+    slimmed, task = slim_from_policy(args, console)
+    check = write(slimmed, args.out, fmt, inputs=validation_batch(task.data), inputs_label="32 validation images")
+    console.print(check.describe())
     return 0
+
+
+def export_command(args: argparse.Namespace, console: Console) -> int:
+    """``autoprune export RUN_DIR | --policy P``: the run's model.pt (or a re-applied policy) to
+    torch, ONNX or TorchScript, verified on one batch of validation images."""
+    from autoprune.export import FORMATS, output_format, write
+
+    if (args.run_dir is None) == (args.policy is None):
+        raise UserError("give a run directory (autoprune export RUN_DIR) or --policy P, not both or neither")
+    if args.policy is not None:
+        if not args.out:
+            raise UserError("--out is required with --policy (e.g. --out model.onnx)")
+        fmt = output_format(args.out, args.format)
+        slimmed, task = slim_from_policy(args, console)
+        inputs, label = validation_batch(task.data), "32 validation images"
+        out = Path(args.out)
+    else:
+        run = Path(args.run_dir)
+        source = run / "model.pt"
+        if not source.is_file():
+            what = "is not a directory" if not run.is_dir() else "holds no model.pt (the search has not finished)"
+            raise UserError(f"{run} {what}; give a run directory made by `autoprune search`, or --policy P")
+        fmt = args.format or "onnx"
+        out = Path(args.out) if args.out else run / f"model{FORMATS.get(fmt, ('',))[0]}"
+        fmt = output_format(out, args.format if args.out else fmt)
+        if out.resolve() == source.resolve():
+            raise UserError(f"{source} is the run's own torch export; give --out a new file")
+        slimmed = run_dir_model(run, source, args.cache_dir, args.trust_factory)
+        inputs, label = recorded_inputs(slimmed.meta, args.cache_dir, console)
+    check = write(slimmed, out, fmt, inputs=inputs, inputs_label=label)
+    console.print(check.describe())
+    return 0
+
+
+def run_dir_model(run: Path, source: Path, cache_dir: str | None, trust_factory: bool):
+    """The run's model.pt rebuilt from the file alone; a file saved before the model spec was
+    recorded is rebuilt from the run's policy.yaml recipe instead (and gains the spec)."""
+    from dataclasses import replace
+
+    from autoprune.export import architecture, read
+    from autoprune.prune import read_slimmed
+
+    if "architecture" in (read_slimmed(source).get("meta") or {}):
+        return read(source, trust_factory=trust_factory)
+    from autoprune.policy_io import load_policy
+    from autoprune.task import TaskRecipe, load_task
+
+    if not (run / "policy.yaml").is_file():
+        raise UserError(f"{source} records no model spec and {run} has no policy.yaml to rebuild it from")
+    _, prov = load_policy(run / "policy.yaml")
+    recipe = dict(prov.get("recipe") or {})
+    if cache_dir:
+        recipe["cache_dir"] = cache_dir
+    task = load_task(TaskRecipe.from_dict(recipe), progress=True)
+    slimmed = read(source, dense_model=task.model)
+    return replace(slimmed, meta={**slimmed.meta, "architecture": architecture(task)})
+
+
+def recorded_inputs(meta: dict[str, Any], cache_dir: str | None, console: Console):
+    """(validation batch, label) of the data a model file records, or (None, None) where that
+    data cannot be read here (the export is then compared on random inputs, and says so)."""
+    from autoprune.data import load_data
+
+    recipe = meta.get("recipe") or {}
+    if not isinstance(recipe.get("data"), str):
+        console.print("the model file records no data spec: comparing on random inputs")
+        return None, None
+    try:
+        data = load_data(recipe["data"], image_size=recipe.get("image_size"), seed=int(recipe.get("seed") or 0),
+                         cache_dir=cache_dir, progress=False)
+        data = data.with_limits(None, recipe.get("val_limit"), int(recipe.get("seed") or 0))
+    except UserError as exc:
+        console.print(f"cannot read the model's data here ({exc}): comparing on random inputs")
+        return None, None
+    return validation_batch(data), "32 validation images"

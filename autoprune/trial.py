@@ -18,6 +18,7 @@ import torch
 from autoprune.costs import CostSettings, measure_costs
 from autoprune.costs.latency import LatencyCost, anchored_reading, thread_count
 from autoprune.evaluators import DistillConfig, distill, parse_fidelity, recalibrate_bn
+from autoprune.export import architecture
 from autoprune.objectives import TARGETS
 from autoprune.prune import apply_policy, save_slimmed
 from autoprune.rules import SpaceRules
@@ -122,10 +123,21 @@ def read_latency(model: torch.nn.Module, dense: torch.nn.Module, settings: CostS
     return result
 
 
-def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
-    """Prune, measure, (reject or) score one policy; see the module docstring."""
+def fine_tune(model: torch.nn.Module, task: Task, scoring: ScoringConfig, steps: int, seed: int) -> dict[str, float]:
+    """Adaptive-BN recalibration, then ``steps`` of distillation from the dense model (in place).
+
+    How every trial is scored, the search's final fine-tune, and ``autoprune apply``: a slimmed
+    model straight from pruning carries the dense model's BN statistics and is near chance.
+    """
     from autoprune.data import endless_batches
 
+    train = endless_batches(task.data, task.data.train, scoring.distill.batch_size, seed=seed, augment=task.data.augment)
+    recalibrate_bn(model, train, scoring.bn_batches)
+    return distill(model, task.model, train, steps, scoring.distill)
+
+
+def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
+    """Prune, measure, (reject or) score one policy; see the module docstring."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     task = load_task(recipe)
@@ -153,9 +165,7 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
                 return TrialOutcome(request.number, {**metrics, **timings}, True, constraint, timings)
 
         tick = time.perf_counter()
-        train = endless_batches(task.data, task.data.train, request.scoring.distill.batch_size, seed=request.seed, augment=task.data.augment)
-        recalibrate_bn(model, train, request.scoring.bn_batches)
-        loss = distill(model, task.model, train, fidelity.steps, request.scoring.distill)
+        loss = fine_tune(model, task, request.scoring, fidelity.steps, request.seed)
         timings["finetune_s"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -167,7 +177,7 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
     if request.save_to:
         save_slimmed(
             Path(request.save_to), model, history, fingerprint=space.fingerprint, input_shape=task.input_shape,
-            meta={"policy": request.policy.as_dict(), "recipe": recipe.to_dict(), **metrics},
+            meta={"policy": request.policy.as_dict(), "recipe": recipe.to_dict(), "architecture": architecture(task), **metrics},
         )
     metrics.update(loss)
     timings["total_s"] = time.perf_counter() - started
