@@ -41,7 +41,7 @@ def new_ledger(problem: ToyProblem) -> Ledger:
     return Ledger(optuna.create_study(direction="maximize"), problem.space())
 
 
-def search(searcher, problem: ToyProblem, trials: int, seed: int = 0, ledger: Ledger | None = None):
+def search(searcher, problem: ToyProblem, trials: int, seed: int = 0, ledger: Ledger | None = None, batch: int = 1):
     """``trials`` scored trials with the runner's loop; returns the searcher and the ledger."""
     ledger = ledger or new_ledger(problem)
     searcher = make_searcher(searcher) if isinstance(searcher, str) else searcher
@@ -53,7 +53,7 @@ def search(searcher, problem: ToyProblem, trials: int, seed: int = 0, ledger: Le
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # knapsack's fallback notes
         scored_before = sum(t.scored and t.fidelity == template.fidelity for t in ledger.trials()) if told else 0
-        run_loop(None, template, searcher, ledger, ToyExecutor(problem), LoopConfig(trials=trials - scored_before, seed=seed))
+        run_loop(None, template, searcher, ledger, ToyExecutor(problem), LoopConfig(trials=trials - scored_before, batch=batch, seed=seed))
     return searcher, ledger
 
 
@@ -150,6 +150,16 @@ def test_the_scan_runs_in_one_go_at_its_members_entry():
     assert len(scan) == 13 and all(m == "knapsack" for m in members[first_knapsack:first_knapsack + 14])
     share = next(s for s in portfolio.shares() if s.name == "knapsack")
     assert share.probes == 13 and share.setup_s == 13.0  # one unit per probe on the toy clock
+
+
+def test_a_batch_of_asks_has_no_duplicates_and_a_member_for_each():
+    problem = ToyProblem.make(seed=6)
+    portfolio, ledger = search("portfolio:tpe,random,knapsack", problem, 12, seed=2, batch=3)
+    trials = ledger.trials()
+    assert len({t.policy for t in trials}) == len(trials)
+    assert all(t.member in ("tpe", "random", "knapsack") for t in trials)
+    assert sum(t.scored and t.fidelity == "kd:1" for t in trials) >= 12
+    assert sum(portfolio.is_probe(t.policy) for t in trials) == 13  # the scan, three at a time
 
 
 def test_names_and_bad_input():
