@@ -51,7 +51,9 @@ def test_study_readable_by_optuna(run):
 
 def test_apply_reproduces_the_exported_widths(run, cache, tmp_path):
     out = tmp_path / "applied.pt"
-    assert main(["apply", "--policy", str(run / "policy.yaml"), "--out", str(out), "--cache-dir", cache]) == 0
+    # widths only: apply's default fine-tune (600 steps) is checked in test_export.py
+    assert main(["apply", "--policy", str(run / "policy.yaml"), "--out", str(out), "--cache-dir", cache,
+                 "--finetune-steps", "0"]) == 0
     applied = torch.load(out, weights_only=True)
     exported = torch.load(run / "model.pt", weights_only=True)
     shapes = {k: tuple(v.shape) for k, v in applied["state_dict"].items()}
