@@ -215,7 +215,7 @@ class SearchSpace:
                 continue
             choices, round_to = rules.for_slot(name)
             slot = Slot(name, channels, choices, round_to, rules.stage_of(name) or auto_stage[name], n_groups)
-            if slot.kept(choices[-1]) >= channels and n_groups > 1:
+            if slot.step >= channels and n_groups > 1:
                 reasons[name] = f"its {n_groups} channel groups (grouped conv or heads) leave no smaller width"
                 continue
             slots.append(slot)
