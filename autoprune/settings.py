@@ -54,6 +54,10 @@ class SearchSettings:
     val_limit: int | None = None
     time_limit: float | None = None
 
+    def __post_init__(self) -> None:
+        for f in fields(self):  # Python callers get the same checks as flags and recipe keys
+            object.__setattr__(self, f.name, check_value(f.name, getattr(self, f.name), "SearchSettings"))
+
     def replace(self, **changes: Any) -> SearchSettings:
         return dataclasses.replace(self, **changes)
 
@@ -64,21 +68,86 @@ class SearchSettings:
 FIELDS = {f.name: f for f in fields(SearchSettings)}
 
 
+# Ranges of numeric settings: (lowest allowed value, whether the bound itself is allowed).
+# Anything outside is refused where it enters, before any data is loaded or model trained.
+MINIMUM: dict[str, tuple[float, bool]] = {
+    "trials": (1, True), "workers": (1, True), "threads": (1, True), "final_steps": (0, True),
+    "latency_batch": (1, True), "latency_threads": (1, True), "latency_warmup": (0, True),
+    "latency_repeats": (1, True), "seed": (0, True), "image_size": (4, True), "dense_epochs": (1, True),
+    "train_limit": (1, True), "val_limit": (1, True), "feature_distill": (0.0, True),
+    "lr": (0.0, False), "time_limit": (0.0, False),
+}
+# Names checked here because a typo would otherwise surface only after the dense model is built;
+# tests/test_reliability.py checks that they match the registries they mirror.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "granularity": ("slot", "stage"),
+    "criterion": ("magnitude", "taylor", "bn"),
+    "executor": ("inline", "processes", "ray"),
+}
+NON_EMPTY = ("target", "budget", "model", "data", "searcher", "fidelity", "study_name")
+
+
+def _label(key: str, where: str) -> str:
+    return f"--{key.replace('_', '-')}" if where == "command line" else f"key {key!r}"
+
+
+def check_value(key: str, value: Any, where: str) -> Any:
+    """``value`` for setting ``key`` with its type and range checked (ints become floats where a
+    float is expected, numbers become strings where a string is); a one-line UserError otherwise."""
+    given = value
+    kind = str(FIELDS[key].type)
+    optional = "None" in kind
+    base = kind.split("|")[0].strip()
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{where}: {_label(key, where)} needs a value")
+
+    def bad(expected: str) -> UserError:
+        return UserError(f"{where}: {_label(key, where)} must be {expected}, got {given!r}")
+
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if base == "str":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise bad("a string")
+        if key in NON_EMPTY and not value.strip():
+            raise bad("a non-empty string")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise bad("one of " + ", ".join(CHOICES[key]))
+        return value
+    if base in ("int", "float"):
+        number_ok = isinstance(value, int) or (base == "float" and isinstance(value, float))
+        if isinstance(value, bool) or not number_ok:
+            raise bad(("an integer" if base == "int" else "a number") + _range_text(key, optional))
+        if base == "float":
+            value = float(value)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise bad("a finite number" + _range_text(key, optional))
+        low, inclusive = MINIMUM.get(key, (None, True))
+        if low is not None and (value < low or (value == low and not inclusive)):
+            raise bad(("an integer" if base == "int" else "a number") + _range_text(key, optional))
+        return value
+    return value
+
+
+def _range_text(key: str, optional: bool) -> str:
+    low, inclusive = MINIMUM.get(key, (None, True))
+    text = "" if low is None else f" {'>=' if inclusive else '>'} {low:g}"
+    return text + (" (or left out)" if optional else "")
+
+
 def settings_from_dict(data: dict[str, Any], where: str) -> SearchSettings:
-    """Validate keys and types of a mapping (from YAML) and build settings."""
+    """Validate keys, types and ranges of a mapping (from YAML or flags) and build settings."""
     clean: dict[str, Any] = {}
     for key, value in data.items():
         if key not in FIELDS:
             raise UserError(f"{where}: unknown key {key!r} (see `autoprune search --help` for the options)")
-        default = FIELDS[key].default
-        if value is not None and default is not None and not isinstance(value, type(default)):
-            if isinstance(default, float) and isinstance(value, int):
-                value = float(value)
-            elif isinstance(default, str) and isinstance(value, (int, float)):
-                value = str(value)
-            else:
-                raise UserError(f"{where}: key {key!r} must be a {type(default).__name__}, got {value!r}")
-        clean[key] = value
+        clean[key] = check_value(key, value, where)
     return SearchSettings(**clean)
 
 

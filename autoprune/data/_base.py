@@ -146,6 +146,17 @@ class DataSplits:
         )
 
 
+def check_splits(name: str, train: Split, test: Split) -> None:
+    """Refuse data a search cannot mean anything on: fewer than two classes, or an empty split."""
+    if len(train) < 2:
+        raise UserError(f"data {name}: the training split has {len(train)} images; at least 2 are needed")
+    if len(test) == 0:
+        raise UserError(f"data {name}: the test split is empty")
+    classes = torch.unique(train.labels).numel()
+    if classes < 2:
+        raise UserError(f"data {name}: the training images are all of one class; a classifier needs at least two")
+
+
 def make_splits(
     name: str,
     train_full: Split,
@@ -157,6 +168,7 @@ def make_splits(
     augment: bool,
 ) -> DataSplits:
     """Carve val from ``train_full`` and compute normalisation statistics on what remains."""
+    check_splits(name, train_full, test)
     train, val = split_off(train_full, val_fraction, seed)
     mean, std = channel_stats(train.images)
     return DataSplits(name, train, val, test, num_classes, mean, std, augment)

@@ -148,6 +148,8 @@ def load_imagefolder_splits(
     classes = _classes(root if flat else train_dir)
     if not classes:
         raise UserError(f"{root} has no class folders (expected train/<class>/* or <class>/*)")
+    if len(classes) < 2:
+        raise UserError(f"{root} has one class folder ({classes[0]}); a classifier needs at least two")
     paths, labels, mtime, nbytes = _scan(root if flat else train_dir, classes)
     is_test = [False] * len(paths)
     if not flat and test_dir.is_dir():

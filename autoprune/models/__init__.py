@@ -11,7 +11,9 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import pickle
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -210,7 +212,16 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, spec: str | None = No
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise UserError(f"cannot load checkpoint {path}: not a torch.save file ({str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"refused checkpoint {path}: it holds pickled Python objects, not only tensors, and "
+            "autoprune never runs code from a file (save a state dict: torch.save(model.state_dict(), path))"
+        ) from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(
