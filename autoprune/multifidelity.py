@@ -31,7 +31,7 @@ from autoprune.evaluators import parse_fidelity
 from autoprune.runner import LoopConfig, LoopResult, run_loop
 from autoprune.searchers import Searcher, policy_key
 from autoprune.space import Policy
-from autoprune.study import COMPLETE, REJECTED, Ledger, Trial
+from autoprune.study import COMPLETE, FAILED, REJECTED, Ledger, Trial
 from autoprune.task import TaskRecipe
 from autoprune.trial import TrialOutcome, TrialRequest
 
@@ -99,7 +99,8 @@ def promotions(trials: Sequence[Trial], rungs: Rungs, rung: int) -> tuple[int, l
     """
     below = ranked(trials, rungs.fidelities[rung])
     nxt = rungs.fidelities[rung + 1]
-    done = {policy_key(t.policy) for t in trials if t.fidelity == nxt}
+    # a promotion that failed (a killed run's trial, marked failed on resume) is tried again
+    done = {policy_key(t.policy) for t in trials if t.fidelity == nxt and t.state != FAILED}
     scored_next = {policy_key(t.policy) for t in ranked(trials, nxt)}
     quota = math.ceil(len(below) / rungs.eta) - len(scored_next)
     candidates = [t.policy for t in below if policy_key(t.policy) not in done]

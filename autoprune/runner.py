@@ -7,10 +7,12 @@ policies whichever executor runs it (parallel completion order never leaks into 
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from autoprune.errors import UserError
 from autoprune.executors import Executor
 from autoprune.searchers import Searcher
 from autoprune.study import COMPLETE, FAILED, REJECTED, Ledger, Trial
@@ -32,6 +34,8 @@ class LoopConfig:
             (an anytime run: ``autoprune bench`` reads its equal-trials and equal-time views as two
             prefixes of one search).
         seed: the search seed; trial seeds derive from it and the trial number.
+        max_failures: this many trials failing in a row with the same error stop the search
+            (``SearchFailing``, with that error as its message) instead of proposing on.
     """
 
     trials: int
@@ -40,6 +44,7 @@ class LoopConfig:
     time_limit_s: float | None = None
     min_time_s: float | None = None
     seed: int = 0
+    max_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,15 @@ class LoopResult:
     stopped: str
     elapsed_s: float
     outcomes: tuple[TrialOutcome, ...]
+
+
+class SearchFailing(UserError):
+    """Trials keep failing with one error: the search stops with it instead of proposing on."""
+
+
+def scored_search_trials(trials: list[Trial], fidelity: str) -> int:
+    """Trials that count against ``--trials``: scored at the run's fidelity, probes excepted."""
+    return sum(t.scored and t.fidelity == fidelity and not t.probe for t in trials)
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -82,6 +96,7 @@ def run_loop(
     started = time.perf_counter()
     max_proposals = config.max_proposals or 20 * config.trials
     scored = proposed = 0
+    failing: list[str] = []  # the errors of the trials that failed since the last one that did not
     finished: list[Trial] = []
     outcomes: list[TrialOutcome] = []
     stopped = "trials"
@@ -109,7 +124,7 @@ def run_loop(
             for policy in policies:
                 probe = searcher.is_probe(policy)
                 fidelity = (searcher.probe_fidelity or template.fidelity) if probe else template.fidelity
-                number = ledger.start(policy, searcher=searcher.name, fidelity=fidelity)
+                number = ledger.start(policy, searcher=searcher.name, fidelity=fidelity, probe=probe)
                 seed = trial_seed(config.seed, number)
                 ledger.annotate(number, seed=seed, **searcher.trial_attrs(policy))
                 request = replace(template, number=number, policy=policy, seed=seed, fidelity=fidelity,
@@ -117,19 +132,25 @@ def run_loop(
                 pending.append((number, policy, seed, fidelity, probe, executor.submit(run_trial, recipe, request)))
                 proposed += 1
             for number, policy, seed, fidelity, probe, future in pending:
+                concurrent.futures.wait([future])
+                if getattr(future, "worker_retries", 0):  # a Ray worker died and the trial ran again
+                    ledger.annotate(number, worker_retries=future.worker_retries)
                 try:
                     outcome = future.result()
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a broken trial must not end the search
-                    ledger.fail(number, f"{type(exc).__name__}: {exc}")
-                    trial = Trial(number, policy, FAILED, {}, seed, searcher.name, fidelity)
+                    error = f"{type(exc).__name__}: {exc}"
+                    ledger.fail(number, error)
+                    trial = Trial(number, policy, FAILED, {}, seed, searcher.name, fidelity, probe=probe)
                     outcome = None
+                    failing = failing + [error] if failing and failing[-1] == error else [error]
                 else:
+                    failing = []
                     ledger.finish(number, outcome.metrics, constraint=outcome.constraint, rejected=outcome.rejected)
                     state = REJECTED if outcome.rejected else COMPLETE
                     metrics = dict(outcome.metrics)
-                    trial = Trial(number, policy, state, metrics, seed, searcher.name, fidelity, outcome.constraint)
+                    trial = Trial(number, policy, state, metrics, seed, searcher.name, fidelity, outcome.constraint, probe=probe)
                     outcomes.append(outcome)
                     # Probes (a knapsack scan) never use up the trial budget, even when they are
                     # scored at the run's own fidelity (a `--fidelity bn` search).
@@ -138,7 +159,11 @@ def run_loop(
                 searcher.tell(trial)
                 if on_trial is not None:
                     on_trial(trial, outcome)
-    except KeyboardInterrupt:
-        ledger.fail_running("interrupted")
+                if len(failing) >= config.max_failures:
+                    first = failing[-1].strip().splitlines()[0] if failing[-1].strip() else failing[-1]
+                    raise SearchFailing(f"the search stopped: {len(failing)} trials in a row failed with {first} "
+                                        "(finished trials are kept in the study; the failed ones hold the error)")
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a failing search: no trial is left RUNNING
+        ledger.fail_running("interrupted" if isinstance(exc, KeyboardInterrupt) else f"search stopped: {exc}")
         raise
     return LoopResult(tuple(finished), stopped, time.perf_counter() - started, tuple(outcomes))

@@ -10,8 +10,11 @@ that honour constraints still learn from them. ``optuna-dashboard <storage>`` sh
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import os
+import socket
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from autoprune.errors import UserError
 from autoprune.space import Policy, SearchSpace
 
 OBJECTIVE = "val_accuracy"
+RESUME_KEYS = ("target", "budget", "model", "data")  # a resumed study must keep these
 COMPLETE, REJECTED, FAILED, RUNNING = "complete", "rejected", "failed", "running"
 _STATES = {
     TrialState.COMPLETE: COMPLETE,
@@ -49,6 +53,7 @@ class Trial:
         searcher: name of the searcher that proposed it.
         fidelity: ``bn``, ``kd:N`` or ``final``.
         constraint: ``cost / limit - 1`` (<= 0 is within budget), None if unknown.
+        probe: a searcher's probe (a knapsack scan), which does not count against ``--trials``.
         member: for a portfolio search, the member searcher that proposed it ('' otherwise).
     """
 
@@ -60,6 +65,7 @@ class Trial:
     searcher: str = ""
     fidelity: str = ""
     constraint: float | None = None
+    probe: bool = False
     member: str = ""
 
     @property
@@ -92,6 +98,69 @@ def default_storage(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
+JOURNAL_SUFFIXES = (".journal", ".log", ".jsonl")
+
+
+def open_storage(url: str) -> str | optuna.storages.BaseStorage:
+    """An Optuna storage for ``--storage``: a journal file (``journal:PATH``, or a path ending in
+    .journal/.log/.jsonl), or an SQLAlchemy URL. SQLite waits up to a minute for a lock instead of
+    five seconds, so searches sharing one file queue rather than fail."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = url.removeprefix("journal:")
+    if url.startswith("journal:") or ("://" not in url and path.endswith(JOURNAL_SUFFIXES)):
+        target = Path(path).expanduser()
+        if target.is_dir() or not target.parent.is_dir():
+            raise UserError(f"--storage {url}: a journal file needs an existing directory to live in, and not to be a directory")
+        return JournalStorage(JournalFileBackend(str(target)))
+    if url.startswith("sqlite:"):
+        try:
+            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        except Exception as exc:  # noqa: BLE001 - any storage failure is a user-facing config problem
+            raise UserError(f"cannot open Optuna storage {url!r}: {str(exc).splitlines()[0]}") from None
+    return url
+
+
+def process_token() -> str:
+    """``host:pid:start`` of this process: who owns a running trial (see ``Ledger.fail_stale``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot ('' where /proc is missing): a reused
+    pid has another start time, so a new process is not taken for the dead owner of a trial."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else ""
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rpartition(")")[2].split()  # fields from the state (3rd) on; the name may hold spaces
+
+
+def owner_alive(token: str) -> bool | None:
+    """Whether the process named by ``token`` still runs: None when it ran on another host."""
+    host, _, rest = token.partition(":")
+    pid_text, _, ticks = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by another user
+    fields = _proc_stat(pid)
+    if fields is None:
+        return True
+    return fields[0] != "Z" and (not ticks or fields[19] == ticks)
+
+
 class Ledger:
     """An Optuna study holding every trial of a search (and of earlier searches, on resume)."""
 
@@ -100,6 +169,7 @@ class Ledger:
         self.space = space
         self.distributions = distributions(space)
         self._live: dict[int, optuna.Trial] = {}
+        self.stale: list[int] = []  # trials of dead processes that opening the study marked failed
 
     @classmethod
     def open(
@@ -113,14 +183,16 @@ class Ledger:
     ) -> Ledger:
         """Create the study, or load it when ``resume`` (its space must be this one)."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        existing = _study_exists(storage, study_name)
+        url = storage
+        storage = open_storage(url)
+        existing = _study_exists(storage, study_name, url)
         if existing and not resume:
             raise UserError(
-                f"study {study_name!r} already exists in {storage}; pass --resume to continue it "
+                f"study {study_name!r} already exists in {url}; pass --resume to continue it "
                 "or choose another --run-dir/--study-name"
             )
         if resume and not existing:
-            raise UserError(f"--resume: no study {study_name!r} in {storage}")
+            raise UserError(f"--resume: no study {study_name!r} in {url}")
         study = optuna.create_study(
             storage=storage,
             study_name=study_name,
@@ -132,6 +204,11 @@ class Ledger:
             saved = study.user_attrs.get("fingerprint")
             if saved and saved != space.fingerprint:
                 raise UserError(f"--resume: study {study_name!r} was made for another architecture")
+            for key in RESUME_KEYS:  # trials judged against another budget or data set are not comparable
+                before, now = study.user_attrs.get(key), (attrs or {}).get(key)
+                if before is not None and now is not None and before != now:
+                    raise UserError(f"--resume: study {study_name!r} was started with {key} {before!r}, not {now!r}; "
+                                    f"resume it with --{key} {before}, or start a new study")
             saved_vars = study.user_attrs.get("variables")
             if saved_vars and saved_vars != [v.name for v in space.variables]:
                 raise UserError(f"--resume: study {study_name!r} searched other variables (granularity or rules changed)")
@@ -143,15 +220,31 @@ class Ledger:
             study.set_user_attr("variables", [v.name for v in space.variables])
             for key, value in (attrs or {}).items():
                 study.set_user_attr(key, value)
-        return cls(study, space)
+        ledger = cls(study, space)
+        if resume:
+            ledger.stale = ledger.fail_stale()
+        return ledger
 
     # -- writing ----------------------------------------------------------------------------
-    def start(self, policy: Policy, *, searcher: str, fidelity: str) -> int:
-        """Record a running trial for ``policy``; returns its number."""
+    def start(self, policy: Policy, *, searcher: str, fidelity: str, probe: bool = False) -> int:
+        """Record a running trial for ``policy``; returns its number.
+
+        The trial is created RUNNING with its params in one storage call. (Enqueueing it and then
+        asking, as before, let another search sharing the storage pop this process's params.)
+        """
         params = self.space.variable_values(policy)
-        attrs = {"searcher": searcher, "fidelity": fidelity, "policy": json.dumps(policy.as_dict())}
-        self.study.enqueue_trial(params, user_attrs=attrs)
-        trial = self.study.ask(self.distributions)
+        attrs = {"searcher": searcher, "fidelity": fidelity, "policy": json.dumps(policy.as_dict()),
+                 "owner": process_token()}
+        if probe:
+            attrs["probe"] = True
+        now = datetime.datetime.now()
+        template = optuna.trial.FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, datetime_start=now, datetime_complete=None,
+            params=params, distributions={k: self.distributions[k] for k in params}, user_attrs=attrs,
+            system_attrs={}, intermediate_values={}, trial_id=-1,
+        )
+        trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+        trial = optuna.Trial(self.study, trial_id)
         self._live[trial.number] = trial
         return trial.number
 
@@ -184,6 +277,23 @@ class Ledger:
         for number in list(self._live):
             self.fail(number, reason)
 
+    def fail_stale(self) -> list[int]:
+        """Mark failed the trials left RUNNING by a process on this host that is gone (killed,
+        crashed, machine rebooted); returns their numbers. Trials of a live process (a search
+        sharing the storage) and of other hosts are left alone: they may still finish."""
+        stale = []
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            token = str(frozen.user_attrs.get("owner", ""))
+            if token and owner_alive(token) is not False:
+                continue
+            who = f"pid {token.split(':')[1]} on {token.split(':')[0]}" if token else "an earlier autoprune"
+            self.study._storage.set_trial_user_attr(
+                frozen._trial_id, "error", f"left running by a process that ended without finishing it ({who}); "
+                "marked failed on resume")
+            self.study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+            stale.append(frozen.number)
+        return stale
+
     # -- reading ------------------------------------------------------------------------------
     def trials(self) -> list[Trial]:
         return [to_trial(t, self.space.fingerprint) for t in self.study.get_trials(deepcopy=False)]
@@ -207,12 +317,18 @@ def to_trial(frozen: optuna.trial.FrozenTrial, fingerprint: str) -> Trial:
         fidelity=str(attrs.get("fidelity", "")),
         constraint=constraints.get("budget"),
         member=str(attrs.get("member", "")),
+        probe=attrs.get("probe") is True,
     )
 
 
-def _study_exists(storage: str, study_name: str) -> bool:
+def study_exists(url: str, study_name: str) -> bool:
+    """Whether ``url`` holds a study of that name; a storage that cannot be opened is a UserError."""
+    return _study_exists(open_storage(url), study_name, url)
+
+
+def _study_exists(storage: str | optuna.storages.BaseStorage, study_name: str, url: str) -> bool:
     try:
         names = optuna.get_all_study_names(storage=storage)
     except Exception as exc:  # noqa: BLE001 - any storage failure is a user-facing config problem
-        raise UserError(f"cannot open Optuna storage {storage!r}: {str(exc).splitlines()[0]}") from exc
+        raise UserError(f"cannot open Optuna storage {url!r}: {str(exc).splitlines()[0]}") from None
     return study_name in names

@@ -71,6 +71,18 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+# A task whose worker process died (OOM killer, SIGKILL, a crashed node) is run again this many
+# times by the executor itself, not by Ray, so that the retries are counted: the future's
+# ``worker_retries`` says how many, and the search loop records it on the trial.
+WORKER_RETRIES = 3
+
+
+def _worker_died(exc: BaseException) -> bool:
+    from ray.exceptions import LocalRayletDiedError, NodeDiedError, WorkerCrashedError
+
+    return isinstance(exc, (WorkerCrashedError, NodeDiedError, LocalRayletDiedError))
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     """Turn Ray's wrapper into the trial's own exception, worker traceback as ``__cause__``."""
     from ray.exceptions import RayTaskError
@@ -132,7 +144,7 @@ class RayExecutor(Executor):
             if workers is None:
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.capacity = workers
-        self._remote = ray.remote(num_cpus=1)(_run_task)
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(_run_task)
         self._pending: dict[concurrent.futures.Future[Any], Any] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -140,22 +152,33 @@ class RayExecutor(Executor):
     def submit(self, fn: Callable[..., T], /, *args: Any) -> concurrent.futures.Future[T]:
         if self._closed:
             raise RuntimeError("cannot submit to an executor that has been shut down")
-        ref = self._remote.remote(self.threads_per_worker, fn, *args)
         out: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._lock:
-            self._pending[out] = ref
+        out.worker_retries = 0  # type: ignore[attr-defined]
         out.add_done_callback(self._on_out_done)
-        ref.future().add_done_callback(lambda inner: self._settle(out, inner))
+        self._launch(out, fn, args)
         return out
 
+    def _launch(self, out: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        ref = self._remote.remote(self.threads_per_worker, fn, *args)
+        with self._lock:
+            self._pending[out] = ref
+        ref.future().add_done_callback(lambda inner: self._settle(out, inner, fn, args))
+
     def _settle(
-        self, out: concurrent.futures.Future[Any], inner: concurrent.futures.Future[Any]
+        self, out: concurrent.futures.Future[Any], inner: concurrent.futures.Future[Any],
+        fn: Callable[..., Any], args: tuple[Any, ...],
     ) -> None:
-        """Copy Ray's outcome into the caller's future (unless the caller cancelled it)."""
+        """Copy Ray's outcome into the caller's future (unless the caller cancelled it); a task
+        whose worker died is run again, up to ``WORKER_RETRIES`` times."""
         try:
             exc = inner.exception()
         except concurrent.futures.CancelledError as cancelled:
             exc = cancelled
+        retry = exc is not None and _worker_died(exc) and out.worker_retries < WORKER_RETRIES
+        if retry and not self._closed and not out.done():
+            out.worker_retries += 1
+            self._launch(out, fn, args)
+            return
         try:
             if exc is None:
                 out.set_result(inner.result())

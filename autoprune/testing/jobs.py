@@ -69,3 +69,11 @@ def rendezvous(directory: str, name: str, expected: int, timeout: float = 60.0) 
             return os.getpid(), True
         time.sleep(0.02)
     return os.getpid(), False
+
+
+def pid_then_sleep(path: str, seconds: float) -> int:
+    """Append this worker's PID to ``path`` and sleep: a job whose worker a test can kill mid-run."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return os.getpid()
