@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from autoprune.errors import UserError
 from autoprune.settings import FIELDS, SearchSettings, load_study_recipe, settings_from_dict
+from autoprune.yaml_files import read_yaml_mapping
 
 HELP = {
     "target": "resource to constrain: latency | macs | params",
@@ -25,7 +29,7 @@ HELP = {
     "granularity": "slot (one ratio per dependency group) | stage (one width multiplier per stage)",
     "criterion": "channel importance: magnitude | taylor | bn",
     "searcher": "search family (see `autoprune searchers`)",
-    "trials": "scored trials to run (policies rejected over budget do not count)",
+    "trials": "scored search trials the study holds when the search ends (policies rejected over budget do not count; with --resume only the missing ones run)",
     "fidelity": "how candidates are scored: bn | kd:N (N distillation steps)",
     "rungs": "multi-fidelity successive halving, cheapest first (bn,kd:30,kd:100): --trials policies scored at the first rung, the best third promoted to each next; overrides --fidelity",
     "final_steps": "distillation steps of the chosen policy's final fine-tune",
@@ -41,9 +45,9 @@ HELP = {
     "ray_address": "join this Ray cluster instead of starting a local one",
     "seed": "seed of everything (same seed, same policies and accuracies)",
     "run_dir": "where the study, policy, model and report go (default runs/<target>-<budget>-<searcher>-<time>)",
-    "storage": "any Optuna storage URL (default: SQLite in the run directory)",
+    "storage": "an Optuna storage: an SQLAlchemy URL, or a journal file (journal:PATH or a path ending in .journal); several searches may share one (default: SQLite in the run directory)",
     "study_name": "name of the study in the storage",
-    "resume": "continue the study in --run-dir/--storage",
+    "resume": "continue the study in --run-dir/--storage with the settings it was started with (flags given here override them): run the missing --trials, then whichever of the final fine-tune, export and report is missing",
     "cache_dir": "where trained dense models and decoded data are cached (default ~/.cache/autoprune)",
     "dense_epochs": "epochs to train the dense model when no checkpoint is given (default: 10 for digits, 30 otherwise)",
     "train_limit": "use at most this many training images",
@@ -63,6 +67,13 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=kind, default=None, help=f"{HELP.get(name, '')} [default: {f.default}]")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad flags reported as the CLI's other errors are: one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _add_apply_args(p: argparse.ArgumentParser) -> None:
     """Flags of re-applying a policy (``apply``, ``export --policy``)."""
     p.add_argument("--model", help="override the policy's model spec")
@@ -76,8 +87,8 @@ def _add_apply_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="autoprune", description="Search-based structured pruning for PyTorch.")
-    sub = top.add_subparsers(dest="command", required=True)
+    top = _Parser(prog="autoprune", description="Search-based structured pruning for PyTorch.")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("search", help="search per-layer pruning ratios that meet a budget")
     _add_search_args(s)
     a = sub.add_parser("apply", help="apply a saved policy to the dense model, fine-tune it and write the slimmed model")
@@ -106,12 +117,30 @@ def parser() -> argparse.ArgumentParser:
 
 
 def resolve_settings(args: argparse.Namespace) -> SearchSettings:
-    data: dict[str, Any] = load_study_recipe(args.study) if args.study else {}
+    """Flags over the study recipe (``--study``); with ``--resume``, both over the settings the run
+    directory was started with (its ``settings.yaml``), so a resumed run continues the same search."""
+    data: dict[str, Any] = saved_settings(args.run_dir) if args.resume and args.run_dir else {}
+    data.update(load_study_recipe(args.study) if args.study else {})
     for name in FIELDS:
         value = getattr(args, name, None)
         if value is not None:
             data[name] = value
     return settings_from_dict(data, args.study or "command line")
+
+
+def saved_settings(run_dir: str) -> dict[str, Any]:
+    """The settings a run directory was started with (empty if it has none yet)."""
+    path = Path(run_dir) / "settings.yaml"
+    if not path.is_file():
+        return {}
+    data = read_yaml_mapping(path, "saved settings")
+    settings_from_dict(data, str(path))
+    return data
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM (``kill``, ``ray job stop``) stops a search the way Ctrl-C does."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         if args.command == "search":
             from autoprune.commands import search_command
@@ -152,9 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         console.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print("interrupted: every finished trial is kept in the study; continue with --resume")
-        return 130
+        return 128 + signal.SIGTERM if str(exc) == "SIGTERM" else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

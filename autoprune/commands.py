@@ -10,17 +10,23 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from autoprune.errors import UserError
+from autoprune.errors import EXIT_OVER_BUDGET, UserError
 from autoprune.settings import SearchSettings
 
 
 def search_command(settings: SearchSettings, console: Console, command: str) -> int:
     from autoprune.executors import make_executor
     from autoprune.finalize import finalize, pick, write_summary
-    from autoprune.pipeline import build_problem, make_run_searcher, open_ledger, save_settings
+    from autoprune.pipeline import (
+        build_problem,
+        make_run_searcher,
+        open_ledger,
+        preflight,
+        save_settings,
+    )
     from autoprune.progress import SearchProgress
     from autoprune.report import write_report
-    from autoprune.runner import LoopConfig, replay, run_loop
+    from autoprune.runner import LoopConfig, replay, run_loop, scored_search_trials
 
     started = time.perf_counter()
     rungs = None
@@ -34,19 +40,28 @@ def search_command(settings: SearchSettings, console: Console, command: str) -> 
         )
 
         rungs = parse_rungs(settings.rungs)
+    preflight(settings)
     problem = build_problem(settings, log=console.print)
     ledger = open_ledger(problem)
+    if ledger.stale:
+        console.print(f"resumed: trials {', '.join(map(str, ledger.stale))} were left running by a process that "
+                      "ended; marked failed (their policies may be proposed again)")
     save_settings(problem)
     searcher = make_run_searcher(problem)
     told = replay_base(searcher, ledger, rungs) if rungs else replay(searcher, ledger)
+    # --trials is the number of scored search trials the study holds in all: a resumed run
+    # scores only the missing ones (then does whichever of the final steps is missing).
+    done = scored_search_trials(ledger.trials(), rungs.base if rungs else settings.fidelity)
+    remaining = max(0, settings.trials - done)
     if told:
-        console.print(f"resumed: the searcher learned from {told} trials already in the study")
+        console.print(f"resumed: the searcher learned from {told} trials already in the study; {done} of the "
+                      f"{settings.trials} search trials are scored, {remaining} to go")
     console.print(f"run directory: {problem.run_dir}  (watch it live: optuna-dashboard {ledger_url(problem)})")
-    loop = LoopConfig(trials=settings.trials, batch=settings.workers, time_limit_s=settings.time_limit, seed=settings.seed)
+    loop = LoopConfig(trials=remaining, batch=settings.workers, time_limit_s=settings.time_limit, seed=settings.seed)
     executor = make_executor(settings.executor, workers=settings.workers, threads_per_worker=problem.scoring.threads,
                              ray_address=settings.ray_address)
     with executor:
-        total = planned_trials(settings.trials, rungs) if rungs else settings.trials
+        total = planned_trials(remaining, rungs) if rungs else remaining
         with SearchProgress(console, total, problem.metric) as progress:
             if rungs:
                 result = run_multifidelity_loop(problem.recipe, problem.template(rungs.base), searcher, ledger, executor,
@@ -66,7 +81,23 @@ def search_command(settings: SearchSettings, console: Console, command: str) -> 
     report = write_report(problem.run_dir, summary, trials, final.trial, dense_widths, kept)
     print_summary(Console(), summary)
     console.print(f"report: {report}\npolicy: {final.policy_path}\nmodel: {final.model_path}")
+    over = over_budget(summary)
+    if over:
+        console.print(f"error: {over}", soft_wrap=True)
+        return EXIT_OVER_BUDGET
     return 0
+
+
+def over_budget(summary: dict[str, Any]) -> str | None:
+    """What to say when a finished run's export measured over its budget (then the exit status is
+    ``EXIT_OVER_BUDGET``, so scripts and CI can tell), else None."""
+    from autoprune.objectives import format_metric
+
+    final, metric = summary["final"], summary["metric"]
+    if final["within_budget"]:
+        return None
+    return (f"the exported model is OVER the budget: {metric} {format_metric(metric, final['verified_cost'])} > "
+            f"{format_metric(metric, summary['limit'])} (exit status {EXIT_OVER_BUDGET}; summary.json has within_budget: false)")
 
 
 def ledger_url(problem) -> str:
@@ -163,13 +194,14 @@ def print_members(console: Console, rows) -> None:
 def load_trials(storage: str):
     import optuna
 
-    from autoprune.study import to_trial
+    from autoprune.study import open_storage, to_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url, storage = storage, open_storage(storage)  # a journal file too
     try:
         names = optuna.get_all_study_names(storage=storage)
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot open Optuna storage {storage}: {str(exc).splitlines()[0]}") from exc
+        raise UserError(f"cannot open Optuna storage {url}: {str(exc).splitlines()[0]}") from None
     trials = []
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from autoprune.atomic import write_text_atomic
 from autoprune.costs import measure_costs
 from autoprune.costs.latency import anchored_reading
 from autoprune.errors import UserError
@@ -93,21 +94,45 @@ def anchored_latency(problem, model) -> dict[str, float]:
     return anchored_reading(model, problem.task.model, problem.cost, problem.dense["latency_ms"] if relative else None)
 
 
+def finished_final(trials: list[Trial], best: Trial, model_path: Path) -> Trial | None:
+    """The completed ``final`` trial of ``best`` whose model is the one at ``model_path``, if any:
+    a run killed after its final fine-tune resumes at the export instead of fine-tuning again."""
+    from autoprune.prune import read_slimmed
+
+    done = [t for t in trials if t.fidelity == "final" and t.scored and t.metrics.get("parent_trial") == best.number
+            and t.policy == best.policy]
+    if not done or not model_path.is_file():
+        return None
+    try:
+        saved = read_slimmed(model_path).get("meta", {}).get("policy")
+    except UserError:
+        return None
+    return done[-1] if saved == best.policy.as_dict() else None
+
+
 def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> FinalResult:
-    """Final fine-tune of ``best`` (recorded as a ``final`` trial), export and verification."""
+    """Final fine-tune of ``best`` (recorded as a ``final`` trial), export and verification.
+
+    A final trial of ``best`` already finished in the ledger, with its model on disk, is reused.
+    """
     run_dir = problem.run_dir
     model_path = run_dir / "model.pt"
-    number = ledger.start(best.policy, searcher=best.searcher, fidelity="final")
-    seed = trial_seed(problem.settings.seed, number)
-    ledger.annotate(number, seed=seed, parent_trial=best.number)
-    request = replace(problem.template("final"), number=number, policy=best.policy, seed=seed, save_to=str(model_path))
-    try:
-        outcome = executor.submit(run_trial, problem.recipe, request).result()
-    except KeyboardInterrupt:
-        ledger.fail_running("interrupted")
-        raise
-    ledger.finish(number, outcome.metrics, constraint=outcome.constraint, rejected=False)
-    final = Trial(number, best.policy, "complete", dict(outcome.metrics), seed, best.searcher, "final", outcome.constraint)
+    final = finished_final(ledger.trials(), best, model_path)
+    if final is not None:
+        log(f"resumed: the final fine-tune of trial {best.number} is done (trial {final.number}); exporting it")
+        number, outcome = final.number, TrialOutcome(final.number, dict(final.metrics), False, final.constraint, {})
+    else:
+        number = ledger.start(best.policy, searcher=best.searcher, fidelity="final")
+        seed = trial_seed(problem.settings.seed, number)
+        ledger.annotate(number, seed=seed, parent_trial=best.number)
+        request = replace(problem.template("final"), number=number, policy=best.policy, seed=seed, save_to=str(model_path))
+        try:
+            outcome = executor.submit(run_trial, problem.recipe, request).result()
+        except BaseException as exc:  # Ctrl-C, SIGTERM or a failure: the final trial is not left RUNNING
+            ledger.fail_running("interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
+            raise
+        ledger.finish(number, outcome.metrics, constraint=outcome.constraint, rejected=False)
+        final = Trial(number, best.policy, "complete", dict(outcome.metrics), seed, best.searcher, "final", outcome.constraint)
 
     reloaded = load_slimmed(model_path, problem.task.model)
     verified = measure_costs(reloaded, problem.cost, latency=False)
@@ -147,6 +172,4 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
 
 
 def write_summary(run_dir: Path, data: dict[str, Any]) -> Path:
-    path = run_dir / "summary.json"
-    path.write_text(json.dumps(data, indent=2, default=float))
-    return path
+    return write_text_atomic(run_dir / "summary.json", json.dumps(data, indent=2, default=float))

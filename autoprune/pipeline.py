@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from autoprune.atomic import write_text_atomic
 from autoprune.costs import CostSettings, measure_costs
 from autoprune.costs.latency import paired_latency, steady_latency
 from autoprune.costs.online import TrackedEstimate
@@ -85,6 +86,56 @@ def run_dir_for(settings: SearchSettings) -> Path:
     return Path("runs") / f"{settings.target}-{settings.budget}-{settings.searcher}-{stamp}"
 
 
+# Files a finished (or running) search leaves in its run directory: a new search never writes over them.
+RUN_FILES = ("study.db", "settings.yaml", "policy.yaml", "model.pt", "summary.json", "report.md")
+# Below this many validation images, accuracies of candidates differ by noise more than by merit.
+MIN_VAL_IMAGES = 300
+
+
+def preflight(settings: SearchSettings) -> None:
+    """Checks of the run directory and the storage, before any data is read or model trained:
+    ``--run-dir`` must be (or become) a directory, a new search must not write over an earlier
+    one, and ``--resume`` needs the study it continues."""
+    from autoprune.study import study_exists
+
+    run_dir = run_dir_for(settings)
+    for where in (run_dir, *run_dir.parents):
+        if where.exists():
+            if not where.is_dir():
+                raise UserError(f"--run-dir {run_dir}: {where} is an existing file, not a directory")
+            break
+    storage = settings.storage or default_storage(run_dir)
+    local_db = not settings.storage and not (run_dir / "study.db").exists()
+    existing = False if local_db else study_exists(storage, settings.study_name)
+    if settings.resume and not existing:
+        raise UserError(f"--resume: no study {settings.study_name!r} in {storage}")
+    if settings.resume:
+        check_resumable(storage, settings)
+    if not settings.resume:
+        if existing:
+            raise UserError(f"study {settings.study_name!r} already exists in {storage}; pass --resume to continue it "
+                            "or choose another --run-dir/--study-name")
+        earlier = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if earlier:
+            raise UserError(f"--run-dir {run_dir} holds an earlier run ({', '.join(earlier)}); pass --resume to "
+                            "continue it, or choose another --run-dir")
+
+
+def check_resumable(storage: str, settings: SearchSettings) -> None:
+    """Refuse to resume a study with another target, budget, model or data (its trials were judged
+    against those), before any work; ``Ledger.open`` checks the same for Python callers."""
+    import optuna
+
+    from autoprune.study import RESUME_KEYS, open_storage
+
+    attrs = optuna.load_study(study_name=settings.study_name, storage=open_storage(storage)).user_attrs
+    for key in RESUME_KEYS:
+        before, now = attrs.get(key), getattr(settings, key)
+        if before is not None and before != now:
+            raise UserError(f"--resume: study {settings.study_name!r} was started with {key} {before!r}, not {now!r}; "
+                            f"resume it with --{key} {before}, or start a new study")
+
+
 def build_problem(settings: SearchSettings, *, log=print) -> Problem:
     """Load the task, build the space, measure the dense model and check the budget is reachable."""
     budget = parse_budget(settings.budget, settings.target)
@@ -104,6 +155,9 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
         train_limit=settings.train_limit, val_limit=settings.val_limit,
     )
     task = load_task(recipe, progress=True)
+    if len(task.data.val) < MIN_VAL_IMAGES:
+        log(f"warning: the validation split has {len(task.data.val)} images (fewer than {MIN_VAL_IMAGES}); "
+            "candidates' accuracies will differ by noise as much as by merit")
     space = SearchSpace.from_model(task.model, task.example_inputs(), rules)
     cost = CostSettings(task.input_shape, batch_size=settings.latency_batch, threads=settings.latency_threads,
                         warmup=settings.latency_warmup, repeats=settings.latency_repeats)
@@ -198,8 +252,7 @@ def open_ledger(problem: Problem) -> Ledger:
 
 
 def save_settings(problem: Problem) -> None:
-    path = problem.run_dir / "settings.yaml"
-    path.write_text(yaml.safe_dump(problem.settings.to_dict(), sort_keys=False))
+    write_text_atomic(problem.run_dir / "settings.yaml", yaml.safe_dump(problem.settings.to_dict(), sort_keys=False))
 
 
 def make_run_searcher(problem: Problem):

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 import autoprune
+from autoprune.atomic import write_text_atomic
 from autoprune.errors import UserError
 from autoprune.space import Policy, SearchSpace
 from autoprune.yaml_files import read_yaml_mapping
@@ -31,8 +32,7 @@ def save_policy(path: str | Path, policy: Policy, space: SearchSpace, **provenan
             **_plain(provenance),
         },
     }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
 
 
 def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any]]:

@@ -185,6 +185,6 @@ def write_report(run_dir: Path, summary: dict[str, Any], trials: Sequence[Trial]
                   f"Framework overhead beyond fine-tune and evaluation: {100 * summary.get('overhead_fraction', 0):.1f}% "
                   f"of the {summary['search_s']:.0f} s search (pruning, measuring, rejected policies, ledger, workers)."]
     lines += ["", f"Regenerate: `{summary['command']}`", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    from autoprune.atomic import write_text_atomic
+
+    return write_text_atomic(run_dir / "report.md", "\n".join(lines))
