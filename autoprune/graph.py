@@ -10,18 +10,22 @@ Torch-Pruning's own ``BasePruner`` does: prune the same positions in every chann
 
 from __future__ import annotations
 
+import copy
 import math
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from autoprune.errors import UserError
+
+if TYPE_CHECKING:
+    from autoprune.space import Slot
 
 _UNMAPPED = "_autoprune_unmapped"
 _RESHAPES = "_autoprune_reshapes"
@@ -221,6 +225,54 @@ def forward_failure(model: nn.Module, example_inputs: torch.Tensor) -> str | Non
             h.remove()
         model.train(was_training)
     return " ".join(p for p in failed if p) or None
+
+
+def _prune_breaks(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> str | None:
+    """Why pruning ``slots`` at their largest ratios (on a copy) breaks the model, else None."""
+    trial = copy.deepcopy(model)
+    modules = dict(trial.named_modules())
+    try:
+        graph = build_graph(trial, example_inputs)
+        with torch.no_grad():
+            for slot in slots:
+                kept = slot.kept(slot.choices[-1])
+                if kept < slot.channels:
+                    drop = grouped_drop(torch.arange(slot.channels), slot.channels - kept, slot.groups)
+                    root_group(graph, modules[slot.name], drop).prune()
+    except Exception as exc:  # noqa: BLE001 - any failure to prune is a reason to freeze
+        return f"pruning it fails ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
+    failure = forward_failure(trial, example_inputs)
+    return f"the pruned model's forward pass fails {failure}" if failure else None
+
+
+def breaking_slots(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> dict[str, str]:
+    """Slots whose pruning breaks the model, found by bisection: name -> why.
+
+    Every slot is pruned at its largest ratio on a copy, once; only if that fails are the
+    culprits looked for, so a model that prunes cleanly costs one graph build and forward pass.
+    """
+    active, found = list(slots), {}
+    for _ in range(len(slots)):
+        if not active or _prune_breaks(model, example_inputs, active) is None:
+            break
+        culprits = _bisect(model, example_inputs, active)
+        if not culprits:  # only a combination fails: freeze the last slot and look again
+            culprits = {active[-1].name: "pruning it together with the other slots breaks the model"}
+        found.update(culprits)
+        active = [s for s in active if s.name not in culprits]
+    return found
+
+
+def _bisect(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> dict[str, str]:
+    if len(slots) == 1:
+        reason = _prune_breaks(model, example_inputs, slots)
+        return {slots[0].name: reason} if reason else {}
+    half = len(slots) // 2
+    out = {}
+    for part in (slots[:half], slots[half:]):
+        if _prune_breaks(model, example_inputs, part) is not None:
+            out.update(_bisect(model, example_inputs, part))
+    return out
 
 
 @contextmanager

@@ -9,7 +9,6 @@ pruning ratio; it carries the architecture fingerprint so it is never applied to
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,12 +22,11 @@ from torch import nn
 from autoprune.errors import UserError
 from autoprune.graph import (
     all_groups,
+    breaking_slots,
     build_graph,
     channel_groups,
     forward_failure,
-    grouped_drop,
     is_depthwise,
-    root_group,
     unmapped_reshape,
     warn_once,
 )
@@ -220,7 +218,7 @@ class SearchSpace:
                 continue
             slots.append(slot)
         if slots:
-            broken = _forward_breakers(model, example_inputs, slots)
+            broken = breaking_slots(model, example_inputs, slots)
             reasons.update(broken)
             slots = [s for s in slots if s.name not in broken]
         if reasons:
@@ -338,50 +336,6 @@ def _producer_root(group: Any, graph: Any) -> nn.Module | None:
         if isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module) and graph.is_out_channel_pruning_fn(item.dep.handler):
             return module
     return None
-
-
-def _prune_breaks(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> str | None:
-    """Why pruning ``slots`` at their largest ratios (on a copy) breaks the model, else None."""
-    trial = copy.deepcopy(model)
-    modules = dict(trial.named_modules())
-    try:
-        graph = build_graph(trial, example_inputs)
-        with torch.no_grad():
-            for slot in slots:
-                kept = slot.kept(slot.choices[-1])
-                if kept < slot.channels:
-                    drop = grouped_drop(torch.arange(slot.channels), slot.channels - kept, slot.groups)
-                    root_group(graph, modules[slot.name], drop).prune()
-    except Exception as exc:  # noqa: BLE001 - any failure to prune is a reason to freeze
-        return f"pruning it fails ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
-    failure = forward_failure(trial, example_inputs)
-    return f"the pruned model's forward pass fails {failure}" if failure else None
-
-
-def _forward_breakers(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> dict[str, str]:
-    """Slots whose pruning breaks the model, found by bisection: name -> why."""
-    active, found = list(slots), {}
-    for _ in range(len(slots)):
-        if not active or _prune_breaks(model, example_inputs, active) is None:
-            break
-        culprits = _bisect(model, example_inputs, active)
-        if not culprits:  # only a combination fails: freeze the last slot and look again
-            culprits = {active[-1].name: "pruning it together with the other slots breaks the model"}
-        found.update(culprits)
-        active = [s for s in active if s.name not in culprits]
-    return found
-
-
-def _bisect(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> dict[str, str]:
-    if len(slots) == 1:
-        reason = _prune_breaks(model, example_inputs, slots)
-        return {slots[0].name: reason} if reason else {}
-    half = len(slots) // 2
-    out = {}
-    for part in (slots[:half], slots[half:]):
-        if _prune_breaks(model, example_inputs, part) is not None:
-            out.update(_bisect(model, example_inputs, part))
-    return out
 
 
 def _nearest(choices: Sequence[float], value: float) -> float:
