@@ -240,7 +240,7 @@ def _prune_breaks(model: nn.Module, example_inputs: torch.Tensor, slots: Sequenc
                     drop = grouped_drop(torch.arange(slot.channels), slot.channels - kept, slot.groups)
                     root_group(graph, modules[slot.name], drop).prune()
     except Exception as exc:  # noqa: BLE001 - any failure to prune is a reason to freeze
-        return f"pruning it fails ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
+        return f"pruning it fails ({type(exc).__name__}: {_first_line(exc)})"
     failure = forward_failure(trial, example_inputs)
     return f"the pruned model's forward pass fails {failure}" if failure else None
 
