@@ -485,3 +485,18 @@ def test_a_ray_worker_killed_mid_task_is_run_again_and_counted(tmp_path):
         executor.shutdown(cancel=True)
     assert second != first and future.worker_retries == 1
     assert [int(p) for p in pids.read_text().split()] == [first, second]
+
+
+def test_resume_leaves_the_running_trials_of_a_live_search_alone(tmp_path):
+    """A second search opening a shared study must not fail the trial a live search is running."""
+    from autoprune.study import Ledger
+    from autoprune.testing.toy import ToyProblem
+
+    space = ToyProblem.make().space()
+    storage = str(tmp_path / "shared.journal")
+    live = Ledger.open(space, storage=storage, study_name="s", resume=False)
+    number = live.start(space.dense(), searcher="random", fidelity="kd:1")
+    other = Ledger.open(space, storage=storage, study_name="s", resume=True)
+    assert other.stale == [] and other.study.trials[number].state == TrialState.RUNNING
+    live.finish(number, {"val_accuracy": 0.5}, constraint=-0.1, rejected=False)
+    assert other.study.get_trials()[number].state == TrialState.COMPLETE
