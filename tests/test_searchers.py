@@ -109,3 +109,42 @@ def test_unknown_searcher():
 
     with pytest.raises(UserError, match="unknown searcher"):
         make_searcher("simulated-annealing")
+
+
+def test_random_draws_near_the_budget():
+    """`random` is a fair baseline: its draws sit in the band just under the budget, not anywhere
+    under it (a third of the budget unused flatters every searcher)."""
+    problem = ToyProblem.make(seed=0, budget=0.5)
+    trials = run_toy(make_searcher("random"), problem, 10)
+    costs = [problem.cost(t.policy) / problem.budget for t in trials]
+    assert all(0.9 <= c <= 1.0 for c in costs), costs
+
+
+def test_uniform_lands_close_under_a_macs_budget_on_resnet20():
+    """One ratio everywhere, widths in steps of 4: 0.52 or 0.34 of dense MACs, nothing between. The
+    per-slot rounding of one kept-width fraction lands within a few percent under 0.5."""
+    import torch
+
+    from autoprune.costs.analytic import count_macs_params
+    from autoprune.models import build_model
+    from autoprune.prune import apply_policy
+    from autoprune.rules import load_rules
+    from autoprune.searchers._base import SearchContext
+    from autoprune.space import SearchSpace
+
+    model = build_model("resnet20", num_classes=10, in_channels=3).eval()
+    x = torch.zeros(1, 3, 32, 32)
+    space = SearchSpace.from_model(model, x, load_rules("cifar_resnet"))
+    dense_macs = count_macs_params(model, (3, 32, 32))[0]
+
+    def macs(policy):
+        return count_macs_params(apply_policy(model, space, policy, x)[0], (3, 32, 32))[0]
+
+    ctx = SearchContext(space=space, target="macs", metric="macs", limit=0.5 * dense_macs, dense_cost=dense_macs,
+                        seed=0, cost_of=macs, estimate=macs, model=model, example_inputs=x)
+    searcher = make_searcher("uniform")
+    searcher.setup(ctx)
+    (first,) = searcher.ask(1)
+    assert 0.46 <= macs(first) / dense_macs <= 0.5
+    old = [space.uniform(r) for r in sorted({c for v in space.variables for c in v.choices})]
+    assert max(macs(p) / dense_macs for p in old if macs(p) <= ctx.limit) < 0.4  # what one ratio reached

@@ -95,12 +95,18 @@ class SearchContext:
         return np.array(bounds, dtype=int)
 
     def sample_within_budget(
-        self, rng: np.random.Generator, n: int, wanted: Callable[[Policy], bool], draws: int
+        self, rng: np.random.Generator, n: int, wanted: Callable[[Policy], bool], draws: int,
+        near: float = 0.0,
     ) -> list[Policy]:
         """Up to ``n`` distinct ``wanted`` draws from the feasible box that the estimate puts
         within budget; when none of ``draws`` draws is, the ``n`` cheapest-looking ones, so that
-        their measurements teach a tracking estimate (``TrackedEstimate``) its error."""
+        their measurements teach a tracking estimate (``TrackedEstimate``) its error.
+
+        With ``near > 0`` a draw is taken at once only if its estimate is at least ``near`` of
+        the limit (EagleEye samples within a band under its target); when too few draws land in
+        the band, the within-budget draws estimated closest to the limit fill the rest."""
         out: list[Policy] = []
+        under: list[tuple[float, Policy]] = []
         fallback: list[tuple[float, Policy]] = []
         box = self.feasible_box()
         for _ in range(draws):
@@ -110,10 +116,14 @@ class SearchContext:
             if policy in out or not wanted(policy):
                 continue
             estimate = self.estimate(policy) if self.estimate is not None else None
-            if estimate is None or estimate <= self.limit:
+            if estimate is None or near * self.limit <= estimate <= self.limit:
                 out.append(policy)
+            elif estimate <= self.limit:
+                if all(policy != p for _, p in under):
+                    under = sorted([*under, (estimate, policy)], key=lambda item: -item[0])[:n]
             elif all(policy != p for _, p in fallback):
                 fallback = sorted([*fallback, (estimate, policy)], key=lambda item: item[0])[:n]
+        out += [p for _, p in under][: n - len(out)]
         return out or [p for _, p in fallback]
 
 

@@ -1,7 +1,9 @@
 """Baselines every later searcher must beat: random, uniform and global ranking.
 
-- ``random``: every variable drawn uniformly from its choices (duplicates skipped).
-- ``uniform``: the same ratio everywhere, swept from the least pruning that meets the budget.
+- ``random``: every variable drawn uniformly from its choices (duplicates skipped), kept only
+  when its estimated cost lies in the band just under the budget.
+- ``uniform``: the same width fraction everywhere, rounded per slot to the nearest width the
+  slot can take, swept finely from the least pruning that meets the budget.
 - ``global``: Torch-Pruning's global channel ranking (importance normalised within each group)
   at the global ratio that meets the budget, snapped to the space's choices, then swept upward.
 """
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 
 from autoprune.searchers._base import Searcher
 from autoprune.space import Policy, find_classifier
+from autoprune.study import COMPLETE, REJECTED, Trial
 
 
 class RandomSearcher(Searcher):
@@ -31,9 +35,23 @@ class RandomSearcher(Searcher):
 
     name = "random"
     max_draws = 5_000
+    # Draws estimated under this fraction of the limit wait until the band runs dry. EagleEye
+    # samples within 0.5% of its target; our widths come in steps of 4 channels, so the band is
+    # wider. A baseline that spends a third of the budget on nothing flatters every searcher.
+    near = 0.9
+
+    def _setup(self) -> None:
+        self._rejected = self._scored = 0
+
+    def _tell(self, trial: Trial) -> None:
+        self._rejected += trial.state == REJECTED
+        self._scored += trial.state == COMPLETE
 
     def _ask(self, n: int) -> list[Policy]:
-        return self.context.sample_within_budget(self.rng, n, self.is_new, self.max_draws)
+        # An estimate that reads low (an untracked, stale table) puts the whole band over budget:
+        # once measurements reject more draws than they score, draw anywhere under the budget.
+        near = self.near if self._rejected <= self._scored + 2 else 0.0
+        return self.context.sample_within_budget(self.rng, n, self.is_new, self.max_draws, near=near)
 
 
 class _SweepSearcher(Searcher):
@@ -64,12 +82,31 @@ class _SweepSearcher(Searcher):
 
 
 class UniformSearcher(_SweepSearcher):
+    """The same kept-width fraction ``1 - t`` in every slot, ``t`` swept in steps of ``step``.
+
+    Each variable takes the choice whose kept widths come nearest ``channels * (1 - t)`` (per-slot
+    rounding): with widths in steps of 4 channels, one ratio everywhere jumps from 0.52 to 0.34 of
+    dense MACs on ResNet-20, while slots of different widths round at different ``t``, so the fine
+    sweep lands close under the budget. Every policy it proposes is still on the space's choices.
+    """
+
     name = "uniform"
+    step = 0.0025
 
     def _candidates(self) -> list[Policy]:
         space = self.context.space
-        ratios = sorted({c for v in space.variables for c in v.choices})
-        return [space.uniform(r) for r in ratios]
+        top = max(c for v in space.variables for c in v.choices)
+        return [self._at(t) for t in np.arange(0.0, top + self.step / 2, self.step)]
+
+    def _at(self, t: float) -> Policy:
+        space = self.context.space
+
+        def miss(var, choice: float) -> float:
+            slots = [space.slot(name) for name in var.slots]
+            return sum(abs(s.kept(choice) - s.channels * (1.0 - t)) / s.channels for s in slots)
+
+        # Ties go to the less pruned choice, so the sweep stays monotone in cost.
+        return space.policy({v.name: min(v.choices, key=lambda c, v=v: (miss(v, c), c)) for v in space.variables})
 
 
 class GlobalSearcher(_SweepSearcher):
