@@ -187,12 +187,12 @@ def bench(tmp_path_factory):
     out = root / "report" / "BENCHMARKS.md"
     argv = ["bench", "--quick", "--data-root", str(root / "data"), "--study", str(recipe),
             "--searchers", "random,uniform,broken", "--out", str(out), "--runs-dir", str(root / "runs"),
-            "--cache-dir", cache, "--executors", "inline", "--time-limit", "2", "--fidelity-policies", "4",
+            "--cache-dir", cache, "--executors", "inline", "--time-limit", "5", "--fidelity-policies", "4",
             "--throughput-trials", "1", "--set", "trials=2", "--set", "final_steps=3", "--set", "threads=1"]
     with registered_broken():
         assert main(argv) == 0
     (run_root,) = [p for p in (root / "runs").iterdir() if p.is_dir()]
-    return {"root": root, "out": out, "ckpt": ckpt, "run_root": run_root,
+    return {"root": root, "out": out, "ckpt": ckpt, "run_root": run_root, "argv": argv,
             "results": json.loads((run_root / "results.json").read_text())}
 
 
@@ -209,7 +209,7 @@ def test_quick_bench_writes_tables_command_and_figures(bench):
     text = bench["out"].read_text()
     assert "autoprune bench --quick" in text and "--searchers random,uniform" in text
     for heading in ("## Dense reference models", "### Same number of scored trials", "### Same wall-clock budget",
-                    "#### Cost per scored trial", "## Fidelity of the cheap scores", "## Throughput",
+                    "#### Cost per scored trial", "#### Against the baselines", "## Fidelity of the cheap scores", "## Throughput",
                     "## What was scaled down"):
         assert heading in text, heading
     assert "| `random` |" in text and "| `uniform` |" in text
@@ -228,7 +228,10 @@ def test_new_searchers_join_by_default(tmp_path):
     with registered_broken():
         args = parser().parse_args(["bench", "--data-root", str(tmp_path)])
         cfg = bench_config(args, "autoprune bench")
-    assert "broken" in cfg.searchers and {"random", "uniform", "global"} <= set(cfg.searchers)
+        grid = bench_config(parser().parse_args(["bench", "--data-root", str(tmp_path), "--searchers", "all"]), "b")
+    assert "broken" in cfg.searchers and {"random", "uniform", "global", "tpe", "knapsack"} <= set(cfg.searchers)
+    assert not {"nsga2", "gp", "cmaes", "qmc", "knapsack-greedy"} & set(cfg.searchers)  # the headline set
+    assert set(grid.searchers) == set(cfg.searchers) | {"nsga2", "gp", "cmaes", "qmc", "knapsack-greedy"}
     assert cfg.seeds == 3 and len(cfg.studies) == 3 and all(p.is_file() for p in cfg.studies)
 
 
@@ -401,3 +404,55 @@ def test_a_partial_training_of_other_settings_is_refused(tmp_path):
     with pytest.raises(UserError, match="epochs=2"):
         train_reference(dataclasses.replace(spec, epochs=5), "train", log=lambda msg: None)
     assert partial_path(spec.out).read_bytes() == before  # nothing saved is lost
+
+
+def test_paired_difference_is_by_seed_with_a_bootstrap_interval():
+    from autoprune.bench.metrics import paired_difference
+
+    ahead = paired_difference({0: 0.60, 1: 0.62, 2: 0.65}, {0: 0.55, 1: 0.60, 2: 0.61})
+    assert ahead.mean == pytest.approx(0.11 / 3) and ahead.pairs == 3
+    assert 0 < ahead.low <= ahead.mean <= ahead.high and ahead.excludes_zero
+    mixed = paired_difference({0: 0.60, 1: 0.62, 2: 0.65}, {0: 0.65, 1: 0.60, 2: 0.61})
+    assert mixed.low < 0 < mixed.high and not mixed.excludes_zero
+    assert paired_difference({0: 0.6, 1: 0.7}, {1: 0.5, 2: 0.4}).pairs == 1  # only seed 1 is paired
+    assert paired_difference({0: 0.6}, {0: None}).pairs == 0
+    again = paired_difference({0: 0.60, 1: 0.62, 2: 0.65}, {0: 0.55, 1: 0.60, 2: 0.61})
+    assert (again.low, again.high) == (ahead.low, ahead.high)  # seeded: a report renders the same
+
+
+def test_paired_rows_mark_only_intervals_that_exclude_zero():
+    from autoprune.bench.markdown import paired_rows
+
+    def run(searcher, seed, test):
+        return RunResult("t", "trials", searcher, seed, "s", "d", final_test=test, final_cost=0.49, limit=0.5)
+
+    runs = [run("uniform", s, 0.60 + 0.01 * s) for s in range(3)] + [run("random", s, 0.58) for s in range(3)]
+    runs += [run("knapsack", s, 0.65 + 0.01 * s) for s in range(3)]
+    rows = {r[0]: r for r in paired_rows(runs, ["random", "uniform", "knapsack"])}
+    assert rows["`knapsack`"][1].startswith("+5.00") and "ahead" in rows["`knapsack`"][1]
+    assert rows["`uniform`"][1] == "–" and "ahead" in rows["`uniform`"][2]
+    assert rows["`knapsack`"][3] == "0.980, 0.980, 0.980"
+
+
+def test_resume_keeps_finished_units_and_runs_only_the_missing_ones(bench, tmp_path):
+    """A bench cut off after `random` finished: --resume keeps random's runs as they were, runs
+    `uniform` again, and the report no longer lists anything as missing."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(bench["run_root"], copy)
+    results = json.loads((copy / "results.json").read_text())
+    kept = [r for r in results["runs"] if r["searcher"] == "random"]
+    (copy / "results.json").write_text(json.dumps({**results, "runs": kept}))
+    out = tmp_path / "B.md"
+    assert main(["bench", "--render", str(copy), "--out", str(out)]) == 0
+    assert "Missing from this task" in out.read_text() and "`uniform` seed 0" in out.read_text()
+    argv = [a for a in bench["argv"] if a != "random,uniform,broken"]
+    argv[argv.index("--searchers") + 1:argv.index("--searchers") + 1] = ["random,uniform"]
+    argv[argv.index("--out") + 1] = str(out)
+    assert main([*argv, "--resume", str(copy)]) == 0
+    after = json.loads((copy / "results.json").read_text())["runs"]
+    assert [r for r in after if r["searcher"] == "random"] == kept  # not run again
+    assert {r["view"] for r in after if r["searcher"] == "uniform"} == {"trials", "time"}
+    assert all(r["code"] for r in after if r["searcher"] == "uniform")
+    assert "Missing from this task" not in out.read_text()

@@ -9,6 +9,9 @@ from typing import Any
 from autoprune.errors import UserError
 
 QUICK_SEEDS, SEEDS = 1, 3
+# Searchers the headline bench leaves out: a second Optuna sampler or solver of a family that
+# already has its best representative there (tpe for the samplers, knapsack for the solvers).
+ALTERNATES = ("nsga2", "gp", "cmaes", "qmc", "knapsack-greedy")
 QUICK_FIDELITY_POLICIES, FIDELITY_POLICIES = 6, 30
 QUICK_THROUGHPUT_TRIALS, THROUGHPUT_TRIALS = 2, 6
 
@@ -27,7 +30,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures-dir", help="where the PNG figures go [default: benchmarks/figures next to --out]")
     p.add_argument("--runs-dir", default="benchmarks/runs", help="run directories and the Optuna storage "
                    "[default: benchmarks/runs]")
-    p.add_argument("--searchers", help="comma-separated searcher names [default: every registered searcher]")
+    p.add_argument("--searchers", help="comma-separated searcher names, 'headline' (one representative per "
+                   "family: every registered searcher but the alternates " + ", ".join(ALTERNATES) + ") or 'all' "
+                   "(the full grid) [default: headline]")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted bench run in RUN_DIR: every "
+                   "(task, searcher, seed) already in its results.json is kept and skipped")
     p.add_argument("--study", action="append", help="a bench recipe (repeatable) [default: studies/bench_*.yaml; --quick the first]")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting for every task (repeatable; VALUE null clears it)")
@@ -117,7 +124,7 @@ def bench_config(args: argparse.Namespace, command: str):
             raise UserError(f"{flag} must be at least 1, got {value}")
     out = Path(args.out or "BENCHMARKS.md")
     return BenchConfig(
-        data_root=data_root, studies=studies, searchers=_names(args.searchers, searcher_names(), "searcher"),
+        data_root=data_root, studies=studies, searchers=bench_searchers(args.searchers, searcher_names()),
         seeds=seeds, quick=quick, trials=args.trials, time_limit=args.time_limit, out=out,
         runs_dir=Path(args.runs_dir),
         figures_dir=Path(args.figures_dir) if args.figures_dir else figures_beside(out),
@@ -125,7 +132,26 @@ def bench_config(args: argparse.Namespace, command: str):
         fidelity_policies=args.fidelity_policies or (QUICK_FIDELITY_POLICIES if quick else FIDELITY_POLICIES),
         throughput_trials=args.throughput_trials or (QUICK_THROUGHPUT_TRIALS if quick else THROUGHPUT_TRIALS),
         overrides=parse_overrides(args.set), cache_dir=args.cache_dir, command=command,
+        resume=_resume_dir(getattr(args, "resume", None)),
     )
+
+
+def bench_searchers(text: str | None, registered: list[str]) -> tuple[str, ...]:
+    """``headline`` (default), ``all``, or named searchers, each checked against the registry."""
+    if text is None or text.strip() == "headline":
+        return tuple(n for n in registered if n not in ALTERNATES)
+    if text.strip() == "all":
+        return tuple(registered)
+    return _names(text, registered, "searcher")
+
+
+def _resume_dir(given: str | None) -> Path | None:
+    if given is None:
+        return None
+    path = Path(given)
+    if not (path / "results.json").is_file():
+        raise UserError(f"--resume {given}: no results.json there; give a bench run directory (benchmarks/runs/<stamp>)")
+    return path
 
 
 def bench_command(args: argparse.Namespace, command: str, console) -> int:

@@ -61,6 +61,7 @@ class BenchConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
     command: str = "autoprune bench"
+    resume: Path | None = None  # an interrupted run directory whose finished units are kept
 
 
 @dataclass
@@ -104,6 +105,7 @@ class RunResult:
     limit: float = math.nan
     within_budget: bool | None = None
     error: str | None = None
+    code: str = ""  # the autoprune commit that ran it (``code_version``), so a merged report can say
 
     @property
     def overhead(self) -> float:
@@ -245,12 +247,13 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     started = time.perf_counter()
     staged = stage_tasks(cfg, log)
     machine = machine_info()
-    root = cfg.runs_dir / time.strftime("%Y%m%d-%H%M%S")
+    earlier = _earlier_result(cfg, log)
+    root = cfg.resume or cfg.runs_dir / time.strftime("%Y%m%d-%H%M%S")
     for n in range(2, 100):  # two benches started in the same second get their own directories
-        if not root.exists():
+        if cfg.resume or not root.exists():
             break
         root = root.with_name(f"{root.name.split('.')[0]}.{n}")
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=cfg.resume is not None)
     ignore = cfg.runs_dir / ".gitignore"
     if not ignore.exists():  # run directories are large and local: keep them out of git
         ignore.write_text("*\n")
@@ -258,8 +261,8 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     log(f"bench run directory: {root}  (optuna-dashboard {storage})")
     tasks = build_tasks(staged, log)
     ok = [t for t in tasks if t.problem is not None]
-    runs: list[RunResult] = []
-    time_limits: dict[str, float] = {}
+    runs: list[RunResult] = list(earlier.runs) if earlier else []
+    time_limits: dict[str, float] = dict(earlier.time_limits) if earlier else {}
 
     def save(fidelity: dict[str, Any] | None = None, throughput: list[dict[str, Any]] | None = None) -> BenchResult:
         result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput or [], root, storage,
@@ -268,11 +271,11 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
         return result
 
     # The short sections first: a bench stopped during the long views still reports them.
-    fidelity = None
-    if "fidelity" in cfg.sections and ok:
+    fidelity = earlier.fidelity if earlier else None
+    if "fidelity" in cfg.sections and ok and not fidelity:
         fidelity = fidelity_study(ok[0], policies=cfg.fidelity_policies, log=log)
-    throughput: list[dict[str, Any]] = []
-    if "throughput" in cfg.sections and ok:
+    throughput: list[dict[str, Any]] = list(earlier.throughput) if earlier else []
+    if "throughput" in cfg.sections and ok and not throughput:
         throughput = throughput_study(ok[0], executors=cfg.executors, trials=cfg.throughput_trials,
                                       storage=storage, root=root, log=log)
     save(fidelity, throughput)
@@ -282,6 +285,35 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     write_markdown(result)
     log(f"wrote {cfg.out} ({result.elapsed_s:.0f} s)")
     return result
+
+
+def _earlier_result(cfg: BenchConfig, log: Log) -> BenchResult | None:
+    """What an interrupted run in ``cfg.resume`` finished; the same command must continue it."""
+    if cfg.resume is None:
+        return None
+    from autoprune.bench.render import load_result
+    from autoprune.cli import parser
+
+    earlier = load_result(cfg.resume, parser())
+    done = {(r.task, r.searcher, r.seed) for r in earlier.runs}
+    log(f"resuming {cfg.resume}: {len(done)} finished (task, searcher, seed) units kept"
+        + (", fidelity and throughput kept" if earlier.fidelity or earlier.throughput else ""))
+    return earlier
+
+
+def code_version() -> str:
+    """The git commit of the autoprune source that runs (``+`` when the tree has changes), or ''."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here.parent,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+" if dirty else "")
 
 
 def to_json(result: BenchResult) -> dict[str, Any]:

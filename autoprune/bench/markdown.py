@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autoprune.bench.metrics import mean_sd, trials_to_within
+from autoprune.bench.metrics import mean_sd, paired_difference, trials_to_within
 from autoprune.objectives import format_metric
 
 VIEW_TITLES = {"trials": "Same number of scored trials", "time": "Same wall-clock budget"}
@@ -97,6 +97,42 @@ def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, refere
             ", ".join("never" if k is None else str(k) for k in reach), scored, f"{wall_mean:.0f}",
             str(errors) if errors else "",
         ])
+    return rows
+
+
+BASELINES = ("uniform", "random")
+
+
+def _pick_fraction(run: Any) -> float | None:
+    """The exported pick's re-measured cost as a fraction of the budget."""
+    if run.final_cost is None or not run.limit or run.limit != run.limit:
+        return None
+    return run.final_cost / run.limit
+
+
+def paired_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]]:
+    """Per searcher, its final test accuracy minus each baseline's, seed by seed (points), with a
+    95% bootstrap interval over seeds, whether it excludes zero, and the picks' cost / budget."""
+    by = {name: {r.seed: r.final_test for r in runs if r.searcher == name} for name in searchers}
+    rows = []
+    for name in searchers:
+        if not by[name]:
+            continue
+        cells = [f"`{name}`"]
+        for base in BASELINES:
+            if name == base or not by.get(base):
+                cells.append("–")
+                continue
+            d = paired_difference(by[name], by[base])
+            if d.pairs == 0:
+                cells.append("–")
+                continue
+            interval = "" if d.low != d.low else f" [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+            verdict = (" ahead" if d.low > 0 else " behind" if d.high < 0 else "") if d.excludes_zero else ""
+            cells.append(f"{100 * d.mean:+.2f}{interval}{verdict} ({d.pairs} seeds)")
+        fractions = [f for f in (_pick_fraction(r) for r in runs if r.searcher == name) if f is not None]
+        cells.append(", ".join(f"{f:.3f}" for f in fractions) or "–")
+        rows.append(cells)
     return rows
 
 
@@ -195,6 +231,14 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                   f"accuracy came within 0.5 points of the best any run reached here ({_pct(ref)}%). Probes: "
                   f"policies a searcher had scored at a cheaper fidelity (knapsack's sensitivity scan, adaptive BN "
                   f"only); they are not counted as scored trials, and their time is in `search s`.", ""]
+        lines += [f"#### Against the baselines ({VIEW_TITLES[view].lower()})", ""]
+        lines += _table(["searcher", "test acc − `uniform` (pt) [95% CI]", "test acc − `random` (pt) [95% CI]",
+                         "pick's cost / budget, per seed"], paired_rows(runs, cfg.searchers))
+        lines += ["", "Differences are paired by seed (same task, same seed), in points of final test accuracy; the "
+                  "interval is a percentile bootstrap over seeds (10,000 resamples, seeded), marked ahead or "
+                  "behind only where it excludes zero. With three seeds an interval is wide: a searcher counts "
+                  "as better only where it is marked ahead. Cost / budget is the exported model's re-measured "
+                  "cost over the limit: a pick far under 1.000 left budget unused.", ""]
         errs = sorted({f"`{r.searcher}` seed {r.seed}: {r.error}" for r in runs if r.error})
         lines += [f"- {e}" for e in errs] + ([""] if errs else [])
         front = plot_front(figures / f"{task.name}_{view}_front.png", runs, cfg.searchers, d["metric"],
@@ -212,7 +256,18 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                       "policies, the ledger) minus the fine-tune and evaluation time, as a fraction of the wall time.",
                       ""]
         lines += [f"_{provenance(result)}_", ""]
-    if not any(r.task == task.name for r in result.runs):
+    mine = [r for r in result.runs if r.task == task.name]
+    missing = [f"`{name}` seed {seed}" for name in cfg.searchers for seed in range(cfg.seeds)
+               if not any(r.searcher == name and r.seed == seed for r in mine)]
+    if mine and missing:
+        lines += [f"Missing from this task (not yet run; `autoprune bench ... --resume RUN_DIR` runs them): "
+                  f"{', '.join(missing)}.", ""]
+    codes = sorted({r.code or "unrecorded" for r in mine})
+    if codes:
+        lines += [f"Code behind these runs: {', '.join(f'`{c}`' for c in codes)}"
+                  + (" (runs from more than one version of the code: compare across them with care)."
+                     if len(codes) > 1 else "."), ""]
+    if not mine:
         lines += ["No search of this task finished in the bench runs behind this report (an interrupted run, or "
                   "`--sections`/`--study` left it out): its numbers are not here.", ""]
     return lines

@@ -35,14 +35,33 @@ def load_result(run_dir: Path, parser: argparse.ArgumentParser):
     argv = _without_searchers(shlex.split(command)[2:])  # past "autoprune bench"
     argv.append("--render=" + str(run_dir))
     cfg = bench_config(parser.parse_args(["bench", *argv]), command)
-    # The searchers the runs name, in their order: one unregistered since then still renders.
-    searchers = tuple(dict.fromkeys(str(r["searcher"]) for r in data["runs"])) or cfg.searchers
+    # The searchers the runs name, in their order (one unregistered since then still renders),
+    # then those the command asked for that have no run yet, so the report can list them missing.
+    searchers = tuple(dict.fromkeys([*(str(r["searcher"]) for r in data["runs"]),
+                                     *_recorded_searchers(shlex.split(command)[2:])])) or cfg.searchers
     cfg = dataclasses.replace(cfg, searchers=searchers)
     tasks = [TaskSetup(t["name"], t["study"], settings_from_dict(t["settings"], t["study"]), t["dense"], None, t["error"])
              for t in data["tasks"]]
     runs = [RunResult(**{**r, "points": [tuple(p) for p in r.get("points", [])]}) for r in data["runs"]]
     return BenchResult(cfg, data["machine"], tasks, runs, data.get("time_limits", {}), data.get("fidelity"),
                        data.get("throughput") or [], run_dir, data["storage"], float(data.get("elapsed_s", 0.0)))
+
+
+def _recorded_searchers(argv: list[str]) -> list[str]:
+    """The registered searchers a recorded bench command asked for (``headline`` by default)."""
+    from autoprune.bench.command import bench_searchers
+    from autoprune.searchers import searcher_names
+
+    text = None
+    for i, arg in enumerate(argv):
+        if arg == "--searchers" and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif arg.startswith("--searchers="):
+            text = arg.split("=", 1)[1]
+    registered = searcher_names()
+    if text in (None, "headline", "all"):
+        return list(bench_searchers(text, registered))
+    return [n.strip() for n in text.split(",") if n.strip() in registered]
 
 
 def _without_searchers(argv: list[str]) -> list[str]:

@@ -19,7 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from autoprune.bench.harness import QUICK_TIME_LIMIT_S, BenchConfig, Log, RunResult, TaskSetup
+from autoprune.bench.harness import (
+    QUICK_TIME_LIMIT_S,
+    BenchConfig,
+    Log,
+    RunResult,
+    TaskSetup,
+    code_version,
+)
 from autoprune.bench.metrics import best_so_far, hypervolume
 from autoprune.study import Trial
 
@@ -131,6 +138,16 @@ def finish_views(problem, ledger, run: Anytime, results: list[RunResult], execut
         res.within_budget = final.verified_cost <= problem.limit
 
 
+def forget_unfinished(storage: str, study_name: str) -> None:
+    """Delete a study an interrupted bench left without a result, so its unit runs afresh."""
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=study_name, storage=storage)
+    except KeyError:
+        pass
+
+
 def searcher_order(searchers: tuple[str, ...]) -> list[str]:
     """``random`` first: its seed-0 search sets the equal-time budget of the others."""
     return sorted(searchers, key=lambda name: name != "random")
@@ -151,10 +168,17 @@ def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs:
         budget = 0.0
     executor = make_executor(s.executor, workers=s.workers, threads_per_worker=problem.scoring.threads,
                              ray_address=s.ray_address)
+    done = {(r.searcher, r.seed) for r in runs if r.task == task.name}
+    if budget is None and task.name in time_limits:  # a resumed run keeps its equal-time budget
+        budget = time_limits[task.name]
+    code = code_version()
     with executor:
         for searcher in searcher_order(cfg.searchers):
             for seed in range(cfg.seeds):
+                if (searcher, seed) in done:
+                    continue
                 run_dir = root / task.name / f"{searcher}-s{seed}"
+                forget_unfinished(storage, f"{task.name}/{searcher}/seed{seed}")
                 p, ledger, run = anytime_search(problem, searcher=searcher, seed=seed, trials=s.trials, min_time=budget,
                                                 storage=storage, run_dir=run_dir, executor=executor, task=task.name)
                 if budget is None:  # the first search (random, seed 0) sets the equal-time budget
@@ -169,6 +193,8 @@ def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs:
                 mine = [view_result(p, run, view=v, task=task.name, searcher=searcher, seed=seed,
                                     cutoff=cutoffs[v][0], reached=cutoffs[v][1]) for v in views]
                 finish_views(p, ledger, run, mine, executor)
+                for r in mine:
+                    r.code = code
                 runs.extend(mine)
                 on_run()
                 for r in mine:
