@@ -227,3 +227,19 @@ def test_apply_to_onnx_and_export_a_run_directory(policy, tmp_path, capsys):
     assert main(["export", str(run), "--format", "torchscript"]) == 0 and (run / "model.ts").is_file()
     assert main(["export", str(run), "--format", "torch"]) == 2  # would overwrite the run's own model.pt
     assert main(["export", str(tmp_path)]) == 2  # no model.pt there
+
+
+def test_export_rebuilds_a_run_file_saved_without_its_spec(policy, tmp_path):
+    path, cache = policy
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "policy.yaml").write_text(path.read_text())
+    new = tmp_path / "new.pt"
+    assert main(["apply", "--policy", str(path), "--out", str(new), "--cache-dir", cache, "--finetune-steps", "0"]) == 0
+    _resave(new, run / "model.pt", {"recipe": read_slimmed(new)["meta"]["recipe"]})  # as saved before the spec was
+    with pytest.raises(UserError, match="dense_model"):
+        autoprune.load(run / "model.pt")
+    assert main(["export", str(run), "--out", str(tmp_path / "upgraded.pt"), "--cache-dir", cache]) == 0
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        assert torch.equal(autoprune.load(tmp_path / "upgraded.pt")(x), autoprune.load(new)(x))
