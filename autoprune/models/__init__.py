@@ -219,7 +219,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, spec: str | None = No
         if "weights only" not in str(e).lower():
             raise UserError(f"cannot load checkpoint {path}: not a torch.save file ({str(e).splitlines()[0]})") from None
         raise UserError(
-            f"refused checkpoint {path}: it holds pickled Python objects, not only tensors, and "
+            f"cannot load checkpoint {path}: it holds pickled Python objects, not only tensors, and "
             "autoprune never runs code from a file (save a state dict: torch.save(model.state_dict(), path))"
         ) from None
     except Exception as e:
