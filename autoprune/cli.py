@@ -29,6 +29,7 @@ HELP = {
     "granularity": "slot (one ratio per dependency group) | stage (one width multiplier per stage)",
     "criterion": "channel importance: magnitude | taylor | bn",
     "searcher": "search family (see `autoprune searchers`)",
+    "agent": "stable-baselines3 agent of the RL searchers (amc, purl): ddpg | td3 | sac",
     "trials": "scored search trials the study holds when the search ends (policies rejected over budget do not count; with --resume only the missing ones run)",
     "fidelity": "how candidates are scored: bn | kd:N (N distillation steps)",
     "rungs": "multi-fidelity successive halving, cheapest first (bn,kd:30,kd:100): --trials policies scored at the first rung, the best third promoted to each next; overrides --fidelity",

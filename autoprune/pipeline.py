@@ -236,7 +236,7 @@ def search_context(problem: Problem) -> SearchContext:
     return SearchContext(
         space=space, target=problem.budget.target, metric=problem.metric, limit=problem.limit,
         dense_cost=problem.dense[problem.metric], seed=settings.seed, cost_of=cost_of, estimate=estimate,
-        model=task.model, example_inputs=task.example_inputs(),
+        model=task.model, example_inputs=task.example_inputs(), run_dir=problem.run_dir, trials=settings.trials,
     )
 
 
@@ -256,6 +256,6 @@ def save_settings(problem: Problem) -> None:
 
 
 def make_run_searcher(problem: Problem):
-    searcher = make_searcher(problem.settings.searcher)
+    searcher = make_searcher(problem.settings.searcher, agent=problem.settings.agent)
     searcher.setup(search_context(problem))
     return searcher

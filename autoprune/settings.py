@@ -29,6 +29,7 @@ class SearchSettings:
     granularity: str = "slot"
     criterion: str = "magnitude"
     searcher: str = "tpe"
+    agent: str = "ddpg"
     trials: int = 20
     fidelity: str = "kd:100"
     rungs: str | None = None

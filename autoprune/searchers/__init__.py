@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 from autoprune.errors import UserError
 from autoprune.searchers._base import SearchContext, Searcher, policy_key
+from autoprune.searchers.amc import AMCSearcher
 from autoprune.searchers.baselines import GlobalSearcher, RandomSearcher, UniformSearcher
 from autoprune.searchers.knapsack import GreedyKnapsackSearcher, KnapsackSearcher
 from autoprune.searchers.optuna_samplers import (
@@ -17,6 +20,7 @@ from autoprune.searchers.optuna_samplers import (
     TPESearcher,
 )
 from autoprune.searchers.portfolio import PortfolioConfig, PortfolioSearcher
+from autoprune.searchers.purl import PuRLSearcher
 
 _REGISTRY: dict[str, Callable[[], Searcher]] = {
     "random": RandomSearcher,
@@ -30,6 +34,8 @@ _REGISTRY: dict[str, Callable[[], Searcher]] = {
     "knapsack": KnapsackSearcher,
     "knapsack-greedy": GreedyKnapsackSearcher,
     "portfolio": PortfolioSearcher,
+    "amc": AMCSearcher,
+    "purl": PuRLSearcher,
 }
 DEFAULT_SEARCHER = "tpe"
 # Names that take an argument after a colon: ``portfolio:tpe,knapsack``.
@@ -47,17 +53,22 @@ def searcher_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def make_searcher(name: str) -> Searcher:
+def make_searcher(name: str, **options: Any) -> Searcher:
+    """The searcher registered as ``name``, given the ``options`` its factory takes (``agent`` for
+    the RL searchers); options it does not take are ignored."""
     base, colon, argument = name.partition(":")
     if colon and base in _WITH_ARGUMENT:  # portfolio:tpe,knapsack
         return _WITH_ARGUMENT[base](argument)
     if name not in _REGISTRY:
         raise UserError(f"unknown searcher {name!r}; choose one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]()
+    factory = _REGISTRY[name]
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in options.items() if k in accepted})
 
 
 __all__ = [
     "DEFAULT_SEARCHER",
+    "AMCSearcher",
     "CmaEsSearcher",
     "GPSearcher",
     "GlobalSearcher",
@@ -67,6 +78,7 @@ __all__ = [
     "OptunaSearcher",
     "PortfolioConfig",
     "PortfolioSearcher",
+    "PuRLSearcher",
     "QMCSearcher",
     "TPESearcher",
     "RandomSearcher",

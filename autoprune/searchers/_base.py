@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,6 +45,8 @@ class SearchContext:
         estimate: a cheap prediction of ``metric`` from the policy alone, or None if none exists.
         model: the dense model (read-only: searchers copy before changing it).
         example_inputs: a batch of one input, for tracing.
+        run_dir: the run directory, where a searcher may keep state to resume from (an RL agent).
+        trials: the run's budget of scored trials, for searchers that schedule by it.
     """
 
     space: SearchSpace
@@ -56,6 +59,8 @@ class SearchContext:
     estimate: Callable[[Policy], float | None] | None = None
     model: nn.Module | None = None
     example_inputs: torch.Tensor | None = None
+    run_dir: Path | None = None
+    trials: int | None = None
 
     def feasible(self, policy: Policy) -> bool:
         """Is the measured cost within budget (builds the model)?"""

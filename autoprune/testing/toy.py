@@ -61,8 +61,15 @@ class ToyProblem:
         return best
 
 
-def run_toy(searcher: Searcher, problem: ToyProblem, trials: int, *, seed: int = 0, batch: int = 1) -> list[Trial]:
-    """Drive ``searcher`` on the toy problem like the runner does; returns every trial in order."""
+def run_toy(
+    searcher: Searcher, problem: ToyProblem, trials: int, *, seed: int = 0, batch: int = 1, probes: bool = False,
+) -> list[Trial]:
+    """Drive ``searcher`` on the toy problem like the runner does; returns every trial in order.
+
+    With ``probes``, a searcher's probes (``is_probe``, where it has a ``probe_fidelity``) are
+    scored as the runner scores them: outside the budget, at that fidelity, and not counted
+    against ``trials``. Without, every proposal is a trial like any other.
+    """
     searcher.setup(problem.context(seed))
     out: list[Trial] = []
     scored = proposals = 0
@@ -73,6 +80,12 @@ def run_toy(searcher: Searcher, problem: ToyProblem, trials: int, *, seed: int =
         for policy in policies:
             proposals += 1
             cost = problem.cost(policy)
+            if probes and searcher.probe_fidelity is not None and searcher.is_probe(policy):
+                metrics = {"val_accuracy": problem.accuracy(policy), "macs": cost}
+                trial = Trial(len(out), policy, COMPLETE, metrics, seed, searcher.name, searcher.probe_fidelity)
+                out.append(trial)
+                searcher.tell(trial)
+                continue
             constraint = cost / problem.budget - 1.0
             if constraint > 0:
                 trial = Trial(len(out), policy, REJECTED, {"macs": cost}, seed, searcher.name, "toy", constraint)
