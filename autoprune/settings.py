@@ -84,6 +84,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "granularity": ("slot", "stage"),
     "criterion": ("magnitude", "taylor", "bn"),
     "executor": ("inline", "processes", "ray"),
+    "agent": ("ddpg", "td3", "sac"),
 }
 NON_EMPTY = ("target", "budget", "model", "data", "searcher", "fidelity", "study_name")
 
