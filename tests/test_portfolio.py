@@ -210,6 +210,7 @@ class WarmingRandom(RandomSearcher):
     name = "warming-random"
 
     def _setup(self) -> None:
+        super()._setup()
         self.asked = 0
 
     @property
