@@ -10,6 +10,7 @@ from autoprune.errors import UserError
 from autoprune.searchers._base import SearchContext, Searcher, policy_key
 from autoprune.searchers.amc import AMCSearcher
 from autoprune.searchers.baselines import GlobalSearcher, RandomSearcher, UniformSearcher
+from autoprune.searchers.emo import EmoSearcher
 from autoprune.searchers.knapsack import GreedyKnapsackSearcher, KnapsackSearcher
 from autoprune.searchers.optuna_samplers import (
     CmaEsSearcher,
@@ -33,6 +34,7 @@ _REGISTRY: dict[str, Callable[[], Searcher]] = {
     "qmc": QMCSearcher,
     "knapsack": KnapsackSearcher,
     "knapsack-greedy": GreedyKnapsackSearcher,
+    "emo": EmoSearcher,
     "portfolio": PortfolioSearcher,
     "amc": AMCSearcher,
     "purl": PuRLSearcher,

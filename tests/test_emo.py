@@ -1,0 +1,73 @@
+"""The pymoo searcher `emo` on the toy problem: reproducible, within the budget, learns from the ledger."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autoprune.errors import UserError
+from autoprune.searchers import make_searcher
+from autoprune.searchers.emo import EmoSearcher
+from autoprune.study import COMPLETE, Trial
+from autoprune.testing.toy import ToyProblem, best_feasible, run_toy
+
+
+def test_registered_and_reproducible_from_the_seed():
+    problem = ToyProblem.make(seed=2)
+    a = run_toy(make_searcher("emo"), problem, 20, seed=3)
+    b = run_toy(make_searcher("emo"), problem, 20, seed=3)
+    c = run_toy(make_searcher("emo"), problem, 20, seed=4)
+    assert [t.policy for t in a] == [t.policy for t in b] != [t.policy for t in c]
+
+
+def test_every_proposal_is_estimated_within_budget_and_new():
+    problem = ToyProblem.make(seed=1, budget=0.4)
+    trials = run_toy(EmoSearcher(pop_size=8), problem, 30, seed=0)
+    assert all(problem.cost(t.policy) <= problem.budget for t in trials)  # the toy's estimate is exact
+    assert len({t.policy for t in trials}) == len(trials)
+
+
+def test_it_breeds_generations_and_improves_on_its_first():
+    problem = ToyProblem.make(seed=0)
+    searcher = EmoSearcher(pop_size=8)
+    trials = run_toy(searcher, problem, 40, seed=0)
+    assert searcher.generations >= 3
+    first = max(t.metrics["val_accuracy"] for t in trials[:8])
+    assert best_feasible(trials) > first
+
+
+def test_the_first_generation_starts_from_the_best_ledger_trials():
+    problem = ToyProblem.make(seed=0)
+    space = problem.space()
+    best = problem.optimum()[1]
+    searcher = EmoSearcher(pop_size=8)
+    searcher.setup(problem.context(0))
+    searcher.tell(Trial(0, best, COMPLETE, {"val_accuracy": problem.accuracy(best), "macs": problem.cost(best)},
+                        constraint=problem.cost(best) / problem.budget - 1))
+    searcher.ask(1)
+    assert any((row == space.encode(best)).all() for row in searcher._pop.get("X").astype(int))
+
+
+def test_gap_on_the_toy_at_equal_trials():
+    """Measured (6 seeds, 30 trials): emo 0.023, random 0.020, tpe 0.011. emo must stay within
+    reach of random here; it is not yet shown ahead of it."""
+    gaps = []
+    for seed in range(6):
+        problem = ToyProblem.make(seed=seed)
+        gaps.append(problem.optimum()[0] - best_feasible(run_toy(EmoSearcher(pop_size=8), problem, 30, seed=seed)))
+    assert np.mean(gaps) < 0.03, gaps
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(UserError, match="algorithm"):
+        EmoSearcher("moead")
+    with pytest.raises(UserError, match="objectives"):
+        EmoSearcher(objectives=("cost",))
+
+
+@pytest.mark.parametrize("algorithm", ["nsga2", "nsga3"])
+def test_each_algorithm_searches_with_both_objective_sets(algorithm):
+    problem = ToyProblem.make(seed=3)
+    for objectives in (("error",), ("error", "cost")):
+        trials = run_toy(EmoSearcher(algorithm, pop_size=8, objectives=objectives), problem, 16, seed=0)
+        assert len(trials) >= 16 and best_feasible(trials) > 0
