@@ -245,7 +245,7 @@ def slim_from_policy(args: argparse.Namespace, console: Console):
     acc = accuracy(model, task.data, task.data.val)
     if args.finetune_steps == 0:
         console.print(f"[bold yellow]not fine-tuned[/]: --finetune-steps 0, BN statistics recalibrated only; val accuracy "
-                      f"{acc:.4f} (dense {task.dense_val_accuracy:.4f}); the search's final fine-tune runs {ScoringConfig().final_steps} steps")
+                      f"{acc:.4f} (dense {task.dense_val_accuracy:.4f}); the search's final fine-tune runs {ScoringConfig().final_steps} steps by default")
     else:
         console.print(f"fine-tuned: BN recalibrated, {args.finetune_steps} distillation steps; val accuracy {acc:.4f} "
                       f"(dense {task.dense_val_accuracy:.4f})")

@@ -98,7 +98,7 @@ def output_format(out: str | Path, fmt: str | None = None) -> str:
     elif fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     elif suffix not in FORMATS[fmt]:
-        raise UserError(f"--out {out}: a {fmt} file must end in {' or '.join(FORMATS[fmt])}")
+        raise UserError(f"--out {out}: {fmt} files must end in {' or '.join(FORMATS[fmt])}")
     if path.parent.exists() and not path.parent.is_dir():
         raise UserError(f"--out {out}: {path.parent} is a file, not a directory")
     if fmt == "onnx":
