@@ -25,6 +25,7 @@ import numpy as np
 from autoprune.errors import UserError
 from autoprune.searchers._base import Searcher, policy_key
 from autoprune.searchers._rl import Episode, PruningMDP
+from autoprune.space import Policy
 from autoprune.study import COMPLETE, REJECTED, Trial
 
 DEFAULT_EPISODES = 40  # planned episodes when the context does not say how many trials the run has
@@ -184,7 +185,7 @@ class AMCSearcher(Searcher):
             self.owed = 0
             self._save()
 
-    def _ask(self, n: int) -> list:
+    def _ask(self, n: int) -> list[Policy]:
         self._train()
         self.mdp.forget_costs()  # a tracking estimate has moved since the last ask
         self._batch = []
