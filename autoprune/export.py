@@ -171,11 +171,15 @@ def _compare(path: Path, fmt: str, runtime: str, inputs: torch.Tensor, what: str
 
 
 def _write_torchscript(s: Slimmed, tmp: Path, inputs: torch.Tensor) -> torch.nn.Module:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")  # deprecated in 2.14, still works
-        traced = torch.jit.trace(s.model, inputs, check_trace=False)
-        torch.jit.save(traced, str(tmp))
-        return torch.jit.load(str(tmp), map_location="cpu")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")  # deprecated in 2.14, still works
+            traced = torch.jit.trace(s.model, inputs, check_trace=False)
+            torch.jit.save(traced, str(tmp))
+            return torch.jit.load(str(tmp), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - a model the tracer cannot follow
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"TorchScript export failed ({type(exc).__name__}: {first}); export --format onnx instead") from exc
 
 
 def _write_onnx(s: Slimmed, tmp: Path, inputs: torch.Tensor) -> str:
