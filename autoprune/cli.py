@@ -88,7 +88,10 @@ def _add_apply_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from autoprune import __version__
+
     top = _Parser(prog="autoprune", description="Search-based structured pruning for PyTorch.")
+    top.add_argument("--version", action="version", version=f"autoprune {__version__}")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("search", help="search per-layer pruning ratios that meet a budget")
     _add_search_args(s)
@@ -107,7 +110,8 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("show", help="print a finished (or running) study")
     w.add_argument("run_dir", help="a run directory made by `autoprune search`")
     w.add_argument("--storage", help="Optuna storage, if not the run directory's SQLite file")
-    sub.add_parser("searchers", help="list the available searchers")
+    ls = sub.add_parser("searchers", help="list the available searchers: name, family, what it does")
+    ls.add_argument("--names", action="store_true", help="names only, one a line (for scripts)")
     from autoprune.bench.command import add_bench_args, add_train_args
 
     b = sub.add_parser("bench", help="benchmark every searcher on reference tasks and write BENCHMARKS.md")
@@ -169,9 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return show_command(args.run_dir, args.storage, Console())
         if args.command == "searchers":
-            from autoprune.searchers import searcher_names
+            from autoprune.searchers import searcher_table
 
-            print("\n".join(searcher_names()))
+            rows = searcher_table()
+            if args.names:
+                print("\n".join(name for name, _, _ in rows))
+                return 0
+            width = max(len(n) for n, _, _ in rows)
+            family = max(len(f) for _, f, _ in rows)
+            for name, fam, what in rows:
+                print(f"{name:<{width}}  {fam:<{family}}  {what}")
             return 0
         if args.command in ("bench", "train"):
             from autoprune.bench import command as bench_cli

@@ -131,3 +131,16 @@ def test_knapsack_scan_probes_are_cheap_and_do_not_use_up_the_trials(cache, tmp_
     assert probes == 1 + 12 * 2  # dense, then each of the 12 slots at 2 ratios
     assert fidelities.count("kd:3") == 3  # the trial budget is spent on solutions
     assert json.loads((run_dir / "summary.json").read_text())["final"]["within_budget"]
+
+
+def test_searchers_lists_each_with_its_family_and_version_is_printed(capsys):
+    assert main(["searchers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines}
+    assert "baseline" in rows["uniform"] and "Optuna sampler" in rows["tpe"] and "knapsack" in rows["knapsack"]
+    assert "evolutionary" in rows["emo"] and "reinforcement learning" in rows["amc"]
+    assert main(["searchers", "--names"]) == 0
+    assert "random" in capsys.readouterr().out.split()
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("autoprune 0.")

@@ -55,6 +55,24 @@ def searcher_names() -> list[str]:
     return list(_REGISTRY)
 
 
+# The family of each searcher module, for ``autoprune searchers`` (a new module gets one line).
+_FAMILIES = {
+    "baselines": "baseline", "optuna_samplers": "Optuna sampler", "knapsack": "knapsack solver",
+    "emo": "evolutionary (pymoo)", "amc": "reinforcement learning", "purl": "reinforcement learning",
+    "portfolio": "portfolio",
+}
+
+
+def searcher_table() -> list[tuple[str, str, str]]:
+    """(name, family, first line of the class docstring) of every registered searcher."""
+    rows = []
+    for name, factory in _REGISTRY.items():
+        module = getattr(factory, "__module__", "").rsplit(".", 1)[-1]
+        doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
+        rows.append((name, _FAMILIES.get(module, module or "?"), doc[0].replace("``", "`") if doc else ""))
+    return rows
+
+
 def make_searcher(name: str, **options: Any) -> Searcher:
     """The searcher registered as ``name``, given the ``options`` its factory takes (``agent`` for
     the RL searchers); options it does not take are ignored."""
@@ -91,4 +109,5 @@ __all__ = [
     "policy_key",
     "register",
     "searcher_names",
+    "searcher_table",
 ]

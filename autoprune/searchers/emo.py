@@ -34,7 +34,7 @@ from autoprune.searchers._base import Searcher, policy_key
 from autoprune.space import Policy
 from autoprune.study import COMPLETE, REJECTED, Trial
 
-ALGORITHMS = ("nsga2", "nsga3", "age")
+ALGORITHMS = ("nsga2", "nsga3")
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ class _Result:
 
 
 class EmoSearcher(Searcher):
-    """pymoo's NSGA-II (or NSGA-III, AGE-MOEA) over the space's integer genes.
+    """pymoo's NSGA-II (or NSGA-III) over the space's integer genes, the budget as its constraint.
 
     Args:
-        algorithm: ``nsga2`` (default), ``nsga3`` or ``age``. pymoo's MOEA/D has no constraint
-            handling, and every search here has a budget, so it is not offered.
+        algorithm: ``nsga2`` (default) or ``nsga3``. pymoo's MOEA/D has no constraint handling
+            (every search here has a budget) and its AGE-MOEA needs numba, so neither is offered.
         pop_size: individuals per generation; None sizes it from the run's trial budget (a
             quarter of it, between 8 and 40), so a 30-trial search sees several generations.
         objectives: ``("error",)`` or ``("error", "cost")`` (cost as a fraction of dense).
@@ -130,18 +130,12 @@ class EmoSearcher(Searcher):
 
             algorithm = NSGA2(pop_size=pop, **operators)
         else:
+            from pymoo.algorithms.moo.nsga3 import NSGA3
             from pymoo.util.ref_dirs import get_reference_directions
 
             n_obj = len(self.objectives)
             ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=pop - 1 if n_obj > 1 else 1)
-            if self.algorithm_name == "nsga3":
-                from pymoo.algorithms.moo.nsga3 import NSGA3
-
-                algorithm = NSGA3(ref_dirs=ref_dirs, pop_size=pop, **operators)
-            else:
-                from pymoo.algorithms.moo.age import AGEMOEA
-
-                algorithm = AGEMOEA(pop_size=pop, **operators)
+            algorithm = NSGA3(ref_dirs=ref_dirs, pop_size=pop, **operators)
         # The runner decides when the search ends, never pymoo.
         algorithm.setup(problem, termination=MaximumGenerationTermination(10**9), seed=self.context.seed,
                         verbose=False)
