@@ -11,6 +11,7 @@ Torch-Pruning's own ``BasePruner`` does: prune the same positions in every chann
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import traceback
 import warnings
@@ -231,6 +232,7 @@ def _prune_breaks(model: nn.Module, example_inputs: torch.Tensor, slots: Sequenc
     """Why pruning ``slots`` at their largest ratios (on a copy) breaks the model, else None."""
     trial = copy.deepcopy(model)
     modules = dict(trial.named_modules())
+    graph = None
     try:
         graph = build_graph(trial, example_inputs)
         with torch.no_grad():
@@ -239,10 +241,15 @@ def _prune_breaks(model: nn.Module, example_inputs: torch.Tensor, slots: Sequenc
                 if kept < slot.channels:
                     drop = grouped_drop(torch.arange(slot.channels), slot.channels - kept, slot.groups)
                     root_group(graph, modules[slot.name], drop).prune()
+        failure = forward_failure(trial, example_inputs)
+        return f"the pruned model's forward pass fails {failure}" if failure else None
     except Exception as exc:  # noqa: BLE001 - any failure to prune is a reason to freeze
         return f"pruning it fails ({type(exc).__name__}: {_first_line(exc)})"
-    failure = forward_failure(trial, example_inputs)
-    return f"the pruned model's forward pass fails {failure}" if failure else None
+    finally:
+        # a graph is a web of cycles holding the traced activations: free each copy at once,
+        # or a bisection over many slots piles them up until the next full collection
+        del trial, modules, graph
+        gc.collect()
 
 
 def breaking_slots(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> dict[str, str]:
