@@ -6,6 +6,7 @@ versions; figures are PNG files next to it (``benchmarks/figures/`` by default).
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -105,7 +106,7 @@ BASELINES = ("uniform", "random")
 
 def _pick_fraction(run: Any) -> float | None:
     """The exported pick's re-measured cost as a fraction of the budget."""
-    if run.final_cost is None or not run.limit or run.limit != run.limit:
+    if run.final_cost is None or not run.limit or math.isnan(run.limit):
         return None
     return run.final_cost / run.limit
 

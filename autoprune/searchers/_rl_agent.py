@@ -86,15 +86,16 @@ CLASSES = {"ddpg": AMCDDPG, "td3": AMCTD3, "sac": AMCSAC}
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """The agent's hyper-parameters (defaults: AMC's DDPG, see ``AMCConfig``)."""
+    """The agent's hyper-parameters, always taken from ``AMCConfig`` (whose defaults are AMC's,
+    scaled to the trial budget and documented there), so none is defaulted twice."""
 
-    kind: str = "ddpg"
-    hidden: int = 300
-    actor_lr: float = 1e-4
-    critic_lr: float = 1e-3
-    tau: float = 0.01
-    gamma: float = 1.0
-    buffer_size: int = 1200
+    kind: str
+    hidden: int
+    actor_lr: float
+    critic_lr: float
+    tau: float
+    gamma: float
+    buffer_size: int
 
 
 @contextlib.contextmanager
