@@ -437,8 +437,8 @@ def test_two_processes_sharing_one_storage_lose_no_trial(kind, tmp_path):
 
 
 def test_an_export_over_the_budget_is_an_exit_status_of_its_own(finished):
-    from autoprune.commands import over_budget
     from autoprune.errors import EXIT_OVER_BUDGET
+    from autoprune.summary import over_budget
 
     summary = json.loads((finished / "summary.json").read_text())
     assert summary["final"]["within_budget"] and over_budget(summary) is None
