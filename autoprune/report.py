@@ -1,9 +1,15 @@
-"""The run report: Pareto front (table and plot), kept widths per slot, timings, final figures."""
+"""The run report: headline figures, Pareto front (table and plot), kept widths per slot, timings.
+
+``report.md`` opens with what a practitioner quotes: how much faster and smaller the exported
+model is, how many points of accuracy it lost on splits of what size, and on what machine and
+versions that was measured. Every figure comes from ``summary.json`` (``autoprune.summary``);
+``docs/outputs.md`` says what each file and key holds.
+"""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +18,16 @@ import numpy as np
 
 from autoprune.objectives import UNITS, format_metric
 from autoprune.study import COMPLETE, REJECTED, Trial
+from autoprune.summary import times
 
 PHASES = ("prune_s", "measure_s", "finetune_s", "evaluate_s", "setup_s", "total_s")
+NAMES = {"latency_ms": "latency", "macs": "MACs", "params": "parameters"}
+
+
+def axis_label(metric: str) -> str:
+    """A readable axis label of a cost metric: ``latency (ms)``, ``MACs``, ``parameters``."""
+    name, unit = NAMES.get(metric, metric), UNITS.get(metric, "")
+    return f"{name} ({unit})" if unit and unit.lower() not in name.lower() else name
 
 
 def pareto_front(trials: Sequence[Trial], metric: str) -> list[Trial]:
@@ -87,100 +101,227 @@ def phase_medians(trials: Sequence[Trial]) -> dict[str, float]:
     return {p: statistics.median(t.metrics[p] for t in scored) for p in PHASES if scored and all(p in t.metrics for t in scored)}
 
 
-def plot_front(path: Path, trials: Sequence[Trial], metric: str, limit: float, dense: dict[str, float],
-               dense_acc: float, final: Trial | None) -> Path:
-    """Accuracy against the target metric: every scored trial, the front, the budget, the pick."""
+# -- the headline ---------------------------------------------------------------------------------
+def _times(value: float | None, better: str, worse: str) -> str:
+    text = times(value, better, worse)
+    return f"**{text}**" if text else ""
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def headline(summary: Mapping[str, Any]) -> list[str]:
+    """The report's first lines: speed-up and size, points lost with the splits' sizes (and a
+    warning for a small validation split), then the machine and the versions."""
+    fin, dense, speed = summary["final"], summary["dense"], summary["speedup"]
+    latency = fin.get("latency_ms")
+    sizes = [f"{_times(speed.get('latency'), 'faster', 'slower')} than the dense model "
+             f"({format_metric('latency_ms', latency)} against {format_metric('latency_ms', dense['latency_ms'])})"
+             if latency is not None else "",
+             f"{_times(speed.get('macs'), 'fewer MACs', 'more MACs')} ({format_metric('macs', fin['macs'])} against "
+             f"{format_metric('macs', dense['macs'])})",
+             f"{_times(speed.get('params'), 'fewer parameters', 'more parameters')} ({format_metric('params', fin['params'])} against "
+             f"{format_metric('params', dense['params'])})"]
+    lines = [", ".join(s for s in sizes if s) + "."]
+    pts, splits = summary["points"], summary["splits"]
+    if summary.get("score") == "evaluate(model)":
+        val = (f"validation score (your `evaluate`) {fin['val_accuracy']:.4f} against {summary['dense_val_accuracy']:.4f} "
+               f"(**{pts['val']:+.4f}**; val split {splits['val']} images)")
+    else:
+        val = (f"**{pts['val']:+.2f} points** of validation accuracy ({_pct(fin['val_accuracy'])} against "
+               f"{_pct(summary['dense_val_accuracy'])}; val split {splits['val']} images, one image is "
+               f"{pts['val_per_image']:.2f} points)")
+    test = (f"**{pts['test']:+.2f} points** of test accuracy ({_pct(fin['test_accuracy'])} against "
+            f"{_pct(summary['dense_test_accuracy'])}; test split {splits['test']} images, one image is "
+            f"{pts['test_per_image']:.2f} points)") if pts.get("test") is not None else "no test accuracy"
+    lines.append(f"{val[0].upper()}{val[1:]}; {test}.")
+    if summary.get("small_val_split"):
+        lines += ["", f"> **Warning:** the validation split has only {splits['val']} images (fewer than "
+                  f"{summary['min_val_images']}): candidates' accuracies differ by noise as much as by merit, and a "
+                  "pruned model may appear to beat the dense one. Validate on more images (a larger data set, or a larger `--val-limit` if one was set)."]
+    m, v = summary["machine"], summary["versions"]
+    lines += ["", f"Measured on {m['cpu']} ({m['cores']} cores; {m['platform']}) at {summary['cost_settings']}; "
+              f"Python {v['python']}, torch {v['torch']}, torch-pruning {v['torch_pruning']}, optuna {v['optuna']}, "
+              f"autoprune {v['autoprune']}."]
+    return lines
+
+
+# -- plots ------------------------------------------------------------------------------------------
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    return plt
+
+
+def plot_front(path: Path, trials: Sequence[Trial], summary: Mapping[str, Any]) -> Path:
+    """Accuracy against the target metric: every scored search trial by searcher, the front, the
+    budget (with its value), the chosen search trial at search fidelity joined to the same policy
+    after the final fine-tune, and the dense model (at the right edge, annotated, when drawing it
+    in scale would squeeze the trials)."""
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _pyplot()
+    metric, limit, dense, fin = summary["metric"], summary["limit"], summary["dense"], summary.get("final") or {}
+    scale = 1.0 if summary.get("score") == "evaluate(model)" else 100.0
+    fig, ax = plt.subplots(figsize=(7.5, 5.6), dpi=120)
     scored = [t for t in trials if t.scored and metric in t.metrics and t.fidelity != "final"]
+
     def label(t: Trial) -> str:  # a portfolio's trials by member
         return f"{t.searcher}/{t.member}" if t.member else t.searcher
 
     for name in sorted({label(t) for t in scored}):
         pts = [t for t in scored if label(t) == name]
-        ax.scatter([t.metrics[metric] for t in pts], [100 * (t.accuracy or 0) for t in pts], s=18, alpha=0.7, label=name)
+        ax.scatter([t.metrics[metric] for t in pts], [scale * (t.accuracy or 0) for t in pts], s=18, alpha=0.7,
+                   label=f"{name} ({len(pts)} search trials)")
     front = pareto_front(trials, metric)
     if front:
-        ax.step([t.metrics[metric] for t in front], [100 * (t.accuracy or 0) for t in front], where="post",
+        ax.step([t.metrics[metric] for t in front], [scale * (t.accuracy or 0) for t in front], where="post",
                 color="black", lw=1, label="Pareto front")
-    ax.axvline(limit, color="red", ls="--", lw=1, label="budget")
-    ax.scatter([dense[metric]], [100 * dense_acc], marker="D", color="gray", label="dense")
-    if final is not None:
-        ax.scatter([final.metrics.get(metric, np.nan)], [100 * (final.accuracy or 0)], marker="*", s=160,
-                   color="gold", edgecolor="black", label="chosen (final fine-tune)")
-    ax.set_xlabel(f"{metric} ({UNITS[metric]})")
-    ax.set_ylabel("validation accuracy (%)")
+    ax.axvline(limit, color="red", ls="--", lw=1,
+               label=f"budget {format_metric(metric, limit)} ({limit / dense[metric]:.2g} of dense)")
+    xs = [t.metrics[metric] for t in scored] + [limit]
+    ys = [scale * (t.accuracy or 0) for t in scored] + [scale * summary["dense_val_accuracy"]]
+    pick = next((t for t in scored if t.number == fin.get("search_trial")), None)
+    if pick is not None:
+        px, py = pick.metrics[metric], scale * (pick.accuracy or 0)
+        ax.scatter([px], [py], marker="*", s=220, color="gold", edgecolor="black", zorder=5,
+                   label=f"chosen: search trial {pick.number} (fidelity {pick.fidelity})")
+        if fin.get("val_accuracy") is not None:
+            fx, fy = float(fin.get("verified_cost", px)), scale * fin["val_accuracy"]
+            xs.append(fx)
+            ys.append(fy)
+            ax.scatter([fx], [fy], marker="*", s=220, facecolor="none", edgecolor="darkorange", lw=1.5, zorder=6,
+                       label=f"same policy after the final fine-tune (trial {fin['trial']}), as exported")
+            ax.annotate("", xy=(fx, fy), xytext=(px, py), zorder=4,
+                        arrowprops={"arrowstyle": "->", "color": "darkorange", "ls": "--", "lw": 1})
+            ax.annotate(f"{fy:.2f}" if scale == 1.0 else f"{fy:.2f}%", (fx, fy), textcoords="offset points",
+                        xytext=(8, -4), fontsize=8, color="darkorange")
+    lo, hi = min(xs), max(xs)
+    pad = 0.08 * (hi - lo) if hi > lo else 0.1 * abs(hi) or 1.0
+    bottom, top = min(ys), max(ys)
+    margin = 0.08 * (top - bottom) if top > bottom else 1.0
+    ax.set_ylim(bottom - margin, top + margin)  # the dense marker at the edge is outside autoscaling
+    dense_x, dense_y = dense[metric], scale * summary["dense_val_accuracy"]
+    if dense_x <= hi + 3 * pad:  # near the trials: drawn in scale
+        ax.scatter([dense_x], [dense_y], marker="D", color="gray", label=f"dense ({format_metric(metric, dense_x)})")
+        ax.set_xlim(lo - pad, max(hi, dense_x) + pad)
+    else:  # far right: a marker at the axis edge, its value written beside it
+        ax.set_xlim(lo - pad, hi + pad)
+        edge = ax.get_yaxis_transform()  # x in axes fraction, y in data
+        ax.scatter([1.0], [dense_y], marker=">", s=70, color="gray", transform=edge, clip_on=False, zorder=6,
+                   label=f"dense ({format_metric(metric, dense_x)}, off the scale to the right)")
+        ax.annotate(f"dense: {format_metric(metric, dense_x)}", (1.0, dense_y), xycoords=edge, textcoords="offset points",
+                    xytext=(-8, 6), ha="right", fontsize=8, color="dimgray")
+    if metric != "latency_ms":
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_metric(metric, v)))
+    ax.set_xlabel(axis_label(metric))
+    ax.set_ylabel("validation score (evaluate)" if scale == 1.0 else "validation accuracy (%)")
+    ax.set_title(f"{summary['model']} on {summary['data']}: search trials at fidelity {summary['fidelity']}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def plot_widths(path: Path, dense_widths: dict[str, int], kept: dict[str, int]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_widths(path: Path, dense_widths: Mapping[str, int], kept: Mapping[str, int],
+                residual: Mapping[str, Sequence[str]] | None = None, title: str = "Kept channels per slot") -> Path:
+    """Dense and kept width of every slot; a residual slot (one that sets the output width of
+    every layer summed into a stage's residual stream) is hatched and marked with its layer count."""
+    plt = _pyplot()
+    residual = residual or {}
     names = list(dense_widths)
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names)), 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(names)), 4.6), dpi=120)
     x = np.arange(len(names))
     ax.bar(x, [dense_widths[n] for n in names], color="lightgray", label="dense")
-    ax.bar(x, [kept[n] for n in names], color="tab:blue", label="kept")
+    plain = [i for i, n in enumerate(names) if n not in residual]
+    shared = [i for i, n in enumerate(names) if n in residual]
+    ax.bar(x[plain], [kept[names[i]] for i in plain], color="tab:blue", label="kept")
+    if shared:
+        ax.bar(x[shared], [kept[names[i]] for i in shared], color="tab:orange", hatch="//", edgecolor="black", lw=0.5,
+               label="kept, residual slot: one width for a whole stage")
+        for i in shared:
+            ax.annotate(f"x{len(residual[names[i]])}", (x[i], dense_widths[names[i]]), textcoords="offset points",
+                        xytext=(0, 2), ha="center", fontsize=7)
+    ax.set_ylim(0, 1.3 * max(dense_widths.values(), default=1))  # room for the legend and the xN marks
     ax.set_xticks(x, names, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("channels")
-    ax.legend()
-    fig.tight_layout()
+    ax.set_xlabel("slot (a group of coupled channels, named by its first layer)")
+    ax.set_ylabel("output channels")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    if shared:
+        first = names[shared[0]]
+        note = (f"A residual slot's width is the output width of every layer summed into that stage's residual stream "
+                f"(xN: how many layers); e.g. {first} sets {', '.join(residual[first][:4])}"
+                f"{', ...' if len(residual[first]) > 4 else ''}.")
+    else:
+        note = "Each bar is one slot: a group of channels pruned together (a layer's outputs and every input that reads them)."
+    fig.text(0.01, 0.01, note, fontsize=7, wrap=True, va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
+# -- report.md ----------------------------------------------------------------------------------------
 def write_report(run_dir: Path, summary: dict[str, Any], trials: Sequence[Trial], final: Trial | None,
                  dense_widths: dict[str, int], kept: dict[str, int]) -> Path:
-    """``report.md`` plus ``pareto.png`` and ``widths.png`` in the run directory."""
-    metric, limit, dense = summary["metric"], summary["limit"], summary["dense"]
-    plot_front(run_dir / "pareto.png", trials, metric, limit, dense, summary["dense_val_accuracy"], final)
-    plot_widths(run_dir / "widths.png", dense_widths, kept)
-    lines = [
-        f"# autoprune report: {summary['model']} on {summary['data']}",
-        "",
-        f"Target: **{summary['target']} <= {format_metric(metric, limit)}** (budget {summary['budget']}; "
-        f"dense {format_metric(metric, dense[metric])}). Latency measured at {summary['cost_settings']}.",
-        f"Searcher `{summary['searcher']}`, {summary['scored']} scored trials ({summary['rejected']} rejected over "
-        f"budget before training), fidelity `{summary['fidelity']}`, seed {summary['seed']}, "
-        f"{summary['elapsed_s']:.0f} s in all.",
-        "",
-        "| model | val acc | test acc | MACs | params | latency |",
-        "|---|---|---|---|---|---|",
-        f"| dense | {summary['dense_val_accuracy']:.4f} | {summary['dense_test_accuracy']:.4f} | "
-        f"{format_metric('macs', dense['macs'])} | {format_metric('params', dense['params'])} | {dense['latency_ms']:.2f} ms |",
-    ]
-    fin = summary.get("final")
-    if fin:
-        lines.append(
-            f"| pruned (trial {fin['trial']}) | {fin['val_accuracy']:.4f} | {fin['test_accuracy']:.4f} | "
-            f"{format_metric('macs', fin['macs'])} | {format_metric('params', fin['params'])} | {fin['latency_ms']:.2f} ms |"
-        )
-        lines += ["", f"The exported model reloaded from disk measures {format_metric(metric, fin['verified_cost'])}: "
-                  f"{'within' if fin['verified_cost'] <= limit else 'OVER'} the budget."]
+    """``report.md`` plus ``pareto.png`` and ``widths.png`` in the run directory. ``final`` (the
+    final fine-tune's trial) is accepted for callers; its figures are read from ``summary``."""
+    metric, limit, dense, fin = summary["metric"], summary["limit"], summary["dense"], summary["final"]
+    residual = summary.get("residual_slots") or {}
+    plot_front(run_dir / "pareto.png", trials, summary)
+    plot_widths(run_dir / "widths.png", dense_widths, kept, residual,
+                f"Kept channels per slot: search trial {fin['search_trial']}, as exported")
+    pick = f"final fine-tune (trial {fin['trial']}) of search trial {fin['search_trial']}"
+    lines = [f"# autoprune report: {summary['model']} on {summary['data']}", "", *headline(summary), "",
+             f"Target: **{summary['target']} <= {format_metric(metric, limit)}** (budget {summary['budget']}; "
+             f"dense {format_metric(metric, dense[metric])}). Latency measured at {summary['cost_settings']}.",
+             f"Searcher `{summary['searcher']}`, {summary['scored']} scored search trials ({summary['rejected']} rejected "
+             f"over budget before training, {summary.get('failed', 0)} failed; the final fine-tune is not counted), "
+             f"fidelity `{summary['fidelity']}`, seed {summary['seed']}, {summary['elapsed_s']:.0f} s in all.",
+             f"The exported model is the {pick}: search trial {fin['search_trial']} scored "
+             f"{fin.get('search_val_accuracy') or 0:.4f} at fidelity `{fin.get('search_fidelity', summary['fidelity'])}`; "
+             f"its final fine-tune {fin['val_accuracy']:.4f}.", "",
+             "| model | val acc | test acc | MACs | params | latency |", "|---|---|---|---|---|---|",
+             f"| dense | {summary['dense_val_accuracy']:.4f} | {summary['dense_test_accuracy']:.4f} | "
+             f"{format_metric('macs', dense['macs'])} | {format_metric('params', dense['params'])} | "
+             f"{format_metric('latency_ms', dense['latency_ms'])} |",
+             f"| {pick} | {fin['val_accuracy']:.4f} | {fin['test_accuracy']:.4f} | {format_metric('macs', fin['macs'])} | "
+             f"{format_metric('params', fin['params'])} | {format_metric('latency_ms', fin['latency_ms'])} |", ""]
+    within = "within" if fin["within_budget"] else "OVER"
+    text = (f"Latency is that of the exported model reloaded from disk and re-measured ({summary['cost_settings']}), "
+            f"the dense model's that taken before the search; {metric} {format_metric(metric, fin['verified_cost'])} "
+            f"is {within} the budget.")
+    if fin.get("latency_ratio") is not None:
+        text += (f" It is {fin['latency_ratio']:.3f} of the dense model timed alongside it, times the dense reading "
+                 f"({fin['latency_ms_now']:.2f} ms read as it was, on a machine whose speed drifts).")
+    if fin.get("trial_latency_ms") is not None:
+        text += f" The final fine-tune trial's own reading, taken in its worker, was {fin['trial_latency_ms']:.2f} ms."
+    lines += [text + " Every latency key is defined in `docs/outputs.md`."]
+    front = pareto_front(trials, metric)
     lines += ["", "## Pareto front (search fidelity)", "", "![accuracy against cost](pareto.png)", "",
-              f"| trial | searcher | val acc | {metric} | fraction of dense | within budget |", "|---|---|---|---|---|---|"]
-    for t in pareto_front(trials, metric):
-        lines.append(f"| {t.number} | {t.searcher} | {t.accuracy:.4f} | {format_metric(metric, t.metrics[metric])} | "
+              f"| search trial | searcher | val acc | {axis_label(metric)} | fraction of dense | within budget |",
+              "|---|---|---|---|---|---|"]
+    for t in front:
+        chosen = " (chosen)" if t.number == fin["search_trial"] else ""
+        lines.append(f"| {t.number}{chosen} | {t.searcher} | {t.accuracy:.4f} | {format_metric(metric, t.metrics[metric])} | "
                      f"{t.metrics[metric] / dense[metric]:.2f} | {'yes' if t.feasible else 'no'} |")
-    lines += member_lines(member_rows(trials, (summary.get("final") or {}).get("search_trial")))
-    lines += ["", "## Kept width of every slot", "", "![kept widths](widths.png)", "", "| slot | dense | kept |", "|---|---|---|"]
-    lines += [f"| `{n}` | {dense_widths[n]} | {kept[n]} |" for n in dense_widths]
+    lines += member_lines(member_rows(trials, fin["search_trial"]))
+    lines += ["", "## Kept width of every slot", "", "![kept widths](widths.png)", "",
+              "A slot is a group of channels pruned together. A residual slot sets the output width of every layer "
+              "summed into one residual stream, so one slot sets a whole stage's residual width.", "",
+              "| slot | dense | kept | sets the outputs of |", "|---|---|---|---|"]
+    lines += [f"| `{n}` | {dense_widths[n]} | {kept[n]} | {', '.join(f'`{m}`' for m in residual.get(n, []))} |"
+              for n in dense_widths]
     phases = summary.get("phase_medians") or {}
     if phases:
-        lines += ["", "## Time per scored trial (median seconds)", "", "| " + " | ".join(phases) + " |",
+        lines += ["", "## Time per scored search trial (median seconds)", "", "| " + " | ".join(phases) + " |",
                   "|" + "---|" * len(phases), "| " + " | ".join(f"{v:.2f}" for v in phases.values()) + " |", "",
                   f"Framework overhead beyond fine-tune and evaluation: {100 * summary.get('overhead_fraction', 0):.1f}% "
                   f"of the {summary['search_s']:.0f} s search (pruning, measuring, rejected policies, ledger, workers)."]
