@@ -102,7 +102,9 @@ def ledger_url(problem) -> str:
 def show_command(run_dir: str, storage: str | None, console: Console) -> int:
     import json
 
-    from autoprune.report import member_rows, pareto_front
+    from autoprune.objectives import format_metric
+    from autoprune.report import axis_label, member_rows, pareto_front
+    from autoprune.summary import search_trials
 
     path = Path(run_dir)
     summary_path = path / "summary.json"
@@ -117,14 +119,17 @@ def show_command(run_dir: str, storage: str | None, console: Console) -> int:
     else:
         console.print("(no summary.json: the search has not finished)")
         metric = "latency_ms" if any("latency_ms" in t.metrics for t in trials) else "macs"
-    table = Table(title=f"Pareto front over {sum(t.scored for t in trials)} scored trials")
-    for col in ("trial", "searcher", "fidelity", "val acc", metric, "within budget"):
+    # counted as summary.json and the report count: search trials only, the final fine-tune apart
+    scored = sum(t.scored for t in search_trials(trials))
+    table = Table(title=f"Pareto front over {scored} scored search trials (the final fine-tune not counted)")
+    for col in ("search trial", "searcher", "fidelity", "val acc", axis_label(metric), "within budget"):
         table.add_column(col)
+    pick = (summary.get("final") or {}).get("search_trial") if summary_path.exists() else None
     for t in pareto_front(trials, metric):
         searcher = f"{t.searcher}/{t.member}" if t.member else t.searcher
-        table.add_row(str(t.number), searcher, t.fidelity, f"{t.accuracy:.4f}", f"{t.metrics[metric]:.4g}", "yes" if t.feasible else "no")
+        table.add_row(f"{t.number}{' (chosen)' if t.number == pick else ''}", searcher, t.fidelity, f"{t.accuracy:.4f}", format_metric(metric, t.metrics[metric]),
+                      "yes" if t.feasible else "no")
     console.print(table)
-    pick = (summary.get("final") or {}).get("search_trial") if summary_path.exists() else None
     print_members(console, member_rows(trials, pick))
     return 0
 
