@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from autoprune.errors import UserError
-from autoprune.settings import FIELDS, SearchSettings, load_study_recipe, settings_from_dict
+from autoprune.settings import (
+    FIELDS,
+    SearchSettings,
+    load_study_recipe,
+    resolve_run,
+    settings_from_dict,
+)
 from autoprune.yaml_files import read_yaml_mapping
 
 HELP = {
@@ -47,7 +53,7 @@ HELP = {
     "seed": "seed of everything (same seed, same policies and accuracies)",
     "run_dir": "where the study, policy, model and report go (default runs/<target>-<budget>-<searcher>-<time>)",
     "storage": "an Optuna storage: an SQLAlchemy URL, or a journal file (journal:PATH or a path ending in .journal); several searches may share one (default: SQLite in the run directory)",
-    "study_name": "name of the study in the storage",
+    "study_name": "name of the study in the storage (default: the run directory's name; with --resume, the study the storage holds)",
     "resume": "continue the study in --run-dir/--storage with the settings it was started with (flags given here override them): run the missing --trials, then whichever of the final fine-tune, export and report is missing",
     "cache_dir": "where trained dense models and decoded data are cached (default ~/.cache/autoprune)",
     "dense_epochs": "epochs to train the dense model when no checkpoint is given (default: 10 for digits, 30 otherwise)",
@@ -123,14 +129,15 @@ def parser() -> argparse.ArgumentParser:
 
 def resolve_settings(args: argparse.Namespace) -> SearchSettings:
     """Flags over the study recipe (``--study``); with ``--resume``, both over the settings the run
-    directory was started with (its ``settings.yaml``), so a resumed run continues the same search."""
+    directory was started with (its ``settings.yaml``), so a resumed run continues the same search.
+    The run directory and study name are fixed here, before any work."""
     data: dict[str, Any] = saved_settings(args.run_dir) if args.resume and args.run_dir else {}
     data.update(load_study_recipe(args.study) if args.study else {})
     for name in FIELDS:
         value = getattr(args, name, None)
         if value is not None:
             data[name] = value
-    return settings_from_dict(data, args.study or "command line")
+    return resolve_run(settings_from_dict(data, args.study or "command line"))
 
 
 def saved_settings(run_dir: str) -> dict[str, Any]:

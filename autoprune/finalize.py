@@ -19,9 +19,10 @@ from autoprune.atomic import write_text_atomic
 from autoprune.costs import measure_costs
 from autoprune.costs.latency import anchored_reading
 from autoprune.errors import UserError
-from autoprune.policy_io import save_policy
+from autoprune.policy_io import budget_value, save_policy
 from autoprune.prune import load_slimmed
 from autoprune.runner import trial_seed
+from autoprune.storage import storage_url
 from autoprune.study import Ledger, Trial
 from autoprune.trial import TrialOutcome, run_trial, slim
 
@@ -145,14 +146,14 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
             f"({verified['latency_ms_now']:.4g} ms now; the budget is {problem.budget.fraction:g} of dense)")
 
     settings = problem.settings
-    provenance: dict[str, Any] = {
-        "model": settings.model, "data": settings.data, "checkpoint": settings.checkpoint,
+    provenance: dict[str, Any] = {  # paths absolute (the recipe's data and checkpoint are), values typed
+        "model": settings.model, "data": problem.recipe.data, "checkpoint": problem.recipe.checkpoint,
         "image_size": problem.task.input_shape[-1], "search_space": problem.space.rules.name,
         "granularity": problem.space.rules.granularity, "criterion": settings.criterion,
-        "target": settings.target, "budget": settings.budget, "limit": problem.limit,
+        "target": settings.target, "budget": budget_value(settings.budget), "limit": problem.limit,
         "cost_settings": problem.cost.describe(), "searcher": best.searcher, "search_trial": best.number,
-        "final_trial": number, "study": settings.study_name, "storage": ledger.study._storage.__class__.__name__,
-        "run_dir": str(run_dir), "seed": settings.seed,
+        "final_trial": number, "study": ledger.study.study_name, "storage": storage_url(settings.storage, run_dir),
+        "run_dir": str(Path(run_dir).resolve()), "seed": settings.seed,
         "recipe": {k: v for k, v in problem.recipe.to_dict().items() if k != "cache_dir"},
         "metrics": {
             "search_val_accuracy": best.accuracy,

@@ -17,8 +17,16 @@ from autoprune.yaml_files import read_yaml_mapping
 FORMAT = "autoprune.policy/1"
 
 
+HEADER = """\
+# An autoprune pruning policy; apply it again with `autoprune apply --policy THIS_FILE --out model.pt`.
+# ratios: per slot (a group of coupled channels), the fraction of its channels REMOVED
+#   (0.25 = a quarter pruned, 0 = kept whole); kept_widths: the channels each slot keeps.
+"""
+
+
 def save_policy(path: str | Path, policy: Policy, space: SearchSpace, **provenance: Any) -> Path:
-    """Write ``policy`` with its kept widths and provenance (study, trial, metrics, versions)."""
+    """Write ``policy`` with its kept widths and provenance (study, trial, metrics, versions),
+    under a comment saying what the ratios are (read back by ``load_policy``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -32,7 +40,16 @@ def save_policy(path: str | Path, policy: Policy, space: SearchSpace, **provenan
             **_plain(provenance),
         },
     }
-    return write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
+    return write_text_atomic(path, HEADER + yaml.safe_dump(doc, sort_keys=False))
+
+
+def budget_value(text: str | float) -> float | str:
+    """A budget as policy.yaml records it: a fraction of dense as a number (0.5), a value with a
+    unit as its text ('4ms', '150M')."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return str(text).strip()
 
 
 def load_policy(path: str | Path) -> tuple[Policy, dict[str, Any]]:

@@ -7,6 +7,7 @@ names the bad key and the file in every error.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class SearchSettings:
     seed: int = 0
     run_dir: str | None = None
     storage: str | None = None
-    study_name: str = "autoprune"
+    study_name: str | None = None
     resume: bool = False
     cache_dir: str | None = None
     dense_epochs: int | None = None
@@ -151,6 +152,29 @@ def settings_from_dict(data: dict[str, Any], where: str) -> SearchSettings:
             raise UserError(f"{where}: unknown key {key!r} (see `autoprune search --help` for the options)")
         clean[key] = check_value(key, value, where)
     return SearchSettings(**clean)
+
+
+def default_run_dir(settings: SearchSettings) -> Path:
+    """``runs/<target>-<budget>-<searcher>-<time>``, where a run goes without ``--run-dir``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{settings.target}-{settings.budget}-{settings.searcher}-{stamp}"
+
+
+def resolve_run(settings: SearchSettings) -> SearchSettings:
+    """``settings`` with the run directory and the study's name filled in, once, before any work.
+
+    The study is named after the run directory (``runs/macs-0.5-tpe-20250101-120000`` holds study
+    ``macs-0.5-tpe-20250101-120000``); resumed without ``--study-name``, it is the study of that
+    name in the storage, else the only one there (runs made before studies were named after their
+    directory hold one called ``autoprune``).
+    """
+    run_dir = Path(settings.run_dir) if settings.run_dir else default_run_dir(settings)
+    name = settings.study_name
+    if name is None:
+        from autoprune.storage import run_study_name
+
+        name = run_study_name(run_dir, settings.storage, resume=settings.resume)
+    return settings.replace(run_dir=str(run_dir), study_name=name)
 
 
 def load_study_recipe(path: str | Path) -> dict[str, Any]:

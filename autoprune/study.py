@@ -5,7 +5,10 @@
 Optuna constraint (``cost / limit - 1 <= 0`` is feasible); user attributes carry MACs, params,
 measured latency, the searcher, the fidelity, the seed and the full per-slot policy. Rejected
 policies (over budget, never trained) are PRUNED trials with their constraint set, so samplers
-that honour constraints still learn from them. ``optuna-dashboard <storage>`` shows all of it.
+that honour constraints still learn from them, and a ``reason`` user attribute saying why
+(``rejected: over budget, 0.504 of dense > 0.5 ...``; failed trials get ``failed: <error>``), which
+is what ``optuna-dashboard <storage>`` and ``optuna trials`` show of them. The study is named after
+the run directory (``settings.resolve_run``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ from optuna.trial import TrialState
 
 from autoprune.errors import UserError
 from autoprune.space import Policy, SearchSpace
+from autoprune.storage import (  # noqa: F401 - re-exported: where callers have found them
+    JOURNAL_SUFFIXES,
+    _study_exists,
+    default_storage,
+    open_storage,
+    run_study_name,
+    storage_url,
+    study_exists,
+)
 
 OBJECTIVE = "val_accuracy"
 RESUME_KEYS = ("target", "budget", "model", "data")  # a resumed study must keep these
@@ -94,34 +106,6 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     return out
 
 
-def default_storage(run_dir: Path) -> str:
-    return f"sqlite:///{(run_dir / 'study.db').resolve()}"
-
-
-JOURNAL_SUFFIXES = (".journal", ".log", ".jsonl")
-
-
-def open_storage(url: str) -> str | optuna.storages.BaseStorage:
-    """An Optuna storage for ``--storage``: a journal file (``journal:PATH``, or a path ending in
-    .journal/.log/.jsonl), or an SQLAlchemy URL. SQLite waits up to a minute for a lock instead of
-    five seconds, so searches sharing one file queue rather than fail."""
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    path = url.removeprefix("journal:")
-    if url.startswith("journal:") or ("://" not in url and path.endswith(JOURNAL_SUFFIXES)):
-        target = Path(path).expanduser()
-        if target.is_dir() or not target.parent.is_dir():
-            raise UserError(f"--storage {url}: a journal file needs an existing directory to live in, and not to be a directory")
-        return JournalStorage(JournalFileBackend(str(target)))
-    if url.startswith("sqlite:"):
-        try:
-            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        except Exception as exc:  # noqa: BLE001 - any storage failure is a user-facing config problem
-            raise UserError(f"cannot open Optuna storage {url!r}: {str(exc).splitlines()[0]}") from None
-    return url
-
-
 def process_token() -> str:
     """``host:pid:start`` of this process: who owns a running trial (see ``Ledger.fail_stale``)."""
     return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
@@ -170,6 +154,7 @@ class Ledger:
         self.distributions = distributions(space)
         self._live: dict[int, optuna.Trial] = {}
         self.stale: list[int] = []  # trials of dead processes that opening the study marked failed
+        self._budget: dict[str, Any] | None = None  # the study's attrs, read at the first rejection
 
     @classmethod
     def open(
@@ -263,6 +248,11 @@ class Ledger:
         if constraint is not None:
             trial.set_constraint("budget", constraint)
         if rejected or OBJECTIVE not in metrics:
+            # PRUNED with no value: a user attribute is what optuna-dashboard and `optuna trials` show
+            if self._budget is None:
+                self._budget = dict(self.study.user_attrs)
+            reason = rejection_reason(constraint, self._budget) if rejected else f"not scored: no {OBJECTIVE} measured"
+            trial.set_user_attr("reason", reason)
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, float(metrics[OBJECTIVE]))
@@ -271,6 +261,7 @@ class Ledger:
         trial = self._live.pop(number, None)
         if trial is not None:
             trial.set_user_attr("error", reason[:2000])
+            trial.set_user_attr("reason", failure_reason(reason))
             self.study.tell(trial, state=TrialState.FAIL)
 
     def fail_running(self, reason: str = "interrupted") -> None:
@@ -287,9 +278,9 @@ class Ledger:
             if token and owner_alive(token) is not False:
                 continue
             who = f"pid {token.split(':')[1]} on {token.split(':')[0]}" if token else "an earlier autoprune"
-            self.study._storage.set_trial_user_attr(
-                frozen._trial_id, "error", f"left running by a process that ended without finishing it ({who}); "
-                "marked failed on resume")
+            error = f"left running by a process that ended without finishing it ({who}); marked failed on resume"
+            self.study._storage.set_trial_user_attr(frozen._trial_id, "error", error)
+            self.study._storage.set_trial_user_attr(frozen._trial_id, "reason", failure_reason(error))
             self.study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
             stale.append(frozen.number)
         return stale
@@ -297,6 +288,46 @@ class Ledger:
     # -- reading ------------------------------------------------------------------------------
     def trials(self) -> list[Trial]:
         return [to_trial(t, self.space.fingerprint) for t in self.study.get_trials(deepcopy=False)]
+
+
+_UNITS = {"macs": " MACs", "params": " params"}
+
+
+def rejection_reason(constraint: float | None, study_attrs: Mapping[str, Any]) -> str:
+    """Why a policy was rejected, in the budget's own terms: ``rejected: over budget, 0.504 of
+    dense > 0.5 (12.40M MACs against 12.30M)``, from its constraint (``cost / limit - 1``) and the
+    study's ``budget``, ``target``, ``metric``, ``limit`` and ``dense`` attributes."""
+    if constraint is None:
+        return "rejected: over budget"
+    limit, metric = study_attrs.get("limit"), str(study_attrs.get("metric", ""))
+    dense = (study_attrs.get("dense") or {}).get(metric)
+    if not isinstance(limit, (int, float)) or not isinstance(dense, (int, float)) or dense <= 0:
+        return f"rejected: over budget, {_above(1.0 + constraint, 1.0)} of the limit > 1"
+    from autoprune.objectives import format_metric, parse_budget
+
+    cost = (1.0 + constraint) * limit
+    absolute = f"{format_metric(metric, cost)}{_UNITS.get(metric, '')} against {format_metric(metric, limit)}"
+    try:
+        fraction = parse_budget(study_attrs.get("budget", ""), str(study_attrs.get("target", ""))).fraction
+    except UserError:
+        fraction = None
+    if fraction is not None:  # judged as a fraction of dense (latency: timed alongside the dense model)
+        return f"rejected: over budget, {_above((1.0 + constraint) * fraction, fraction)} of dense > {fraction:g} ({absolute})"
+    return f"rejected: over budget, {absolute} ({cost / dense:.3f} of dense)"
+
+
+def _above(value: float, bound: float) -> str:
+    """``value`` with enough decimals (3 to 6) to read above ``bound``."""
+    for places in range(3, 7):
+        if round(value, places) > bound:
+            return f"{value:.{places}f}"
+    return f"{value:.6f}"
+
+
+def failure_reason(error: str) -> str:
+    """``failed: <first line of the error>``, short enough for a dashboard column."""
+    first = (error.strip().splitlines() or ["unknown error"])[0]
+    return "failed: " + (first if len(first) <= 200 else first[:197] + "...")
 
 
 def to_trial(frozen: optuna.trial.FrozenTrial, fingerprint: str) -> Trial:
@@ -319,16 +350,3 @@ def to_trial(frozen: optuna.trial.FrozenTrial, fingerprint: str) -> Trial:
         member=str(attrs.get("member", "")),
         probe=attrs.get("probe") is True,
     )
-
-
-def study_exists(url: str, study_name: str) -> bool:
-    """Whether ``url`` holds a study of that name; a storage that cannot be opened is a UserError."""
-    return _study_exists(open_storage(url), study_name, url)
-
-
-def _study_exists(storage: str | optuna.storages.BaseStorage, study_name: str, url: str) -> bool:
-    try:
-        names = optuna.get_all_study_names(storage=storage)
-    except Exception as exc:  # noqa: BLE001 - any storage failure is a user-facing config problem
-        raise UserError(f"cannot open Optuna storage {url!r}: {str(exc).splitlines()[0]}") from None
-    return study_name in names

@@ -39,8 +39,8 @@ def test_run_directory_holds_everything(run):
     assert "Pareto front" in report and "Kept width" in report
 
 
-def test_study_readable_by_optuna(run):
-    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{run / 'study.db'}")
+def test_study_readable_by_optuna_and_named_after_the_run(run):
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{run / 'study.db'}")
     scored = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(scored) >= 4  # three search trials and the final one
     for t in scored:
@@ -70,7 +70,7 @@ def test_resume_completes_the_total_it_is_given(run, cache):
     # other setting comes from the run directory's settings.yaml
     code = main(["search", "--run-dir", str(run), "--resume", "--trials", "4"])
     assert code == 0
-    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{run / 'study.db'}")
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{run / 'study.db'}")
     assert sum(t.user_attrs.get("fidelity") == "kd:3" for t in study.trials) == 4
     assert json.loads((run / "summary.json").read_text())["scored"] == 4
 
@@ -144,3 +144,12 @@ def test_searchers_lists_each_with_its_family_and_version_is_printed(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.startswith("autoprune 0.")
+
+
+def test_policy_provenance_is_typed_and_absolute(run):
+    text = (run / "policy.yaml").read_text()
+    assert "_CachedStorage" not in text and "channels REMOVED" in text
+    prov = yaml.safe_load(text)["provenance"]
+    assert prov["budget"] == 0.6 and isinstance(prov["limit"], float)
+    assert prov["storage"] == f"sqlite:///{(run / 'study.db').resolve()}"
+    assert prov["run_dir"] == str(run.resolve()) and prov["study"] == "run"

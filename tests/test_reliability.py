@@ -128,7 +128,7 @@ def _killed(argv: list[str], kill: str) -> int:
 
 
 def _trials(run_dir: Path) -> dict[int, optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{run_dir / 'study.db'}")
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")  # the only study
     return {t.number: t for t in study.get_trials()}
 
 

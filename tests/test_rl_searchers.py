@@ -231,7 +231,7 @@ def cache(tmp_path_factory):
 def _ledger(run_dir):
     import optuna
 
-    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{run_dir / 'study.db'}")
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")  # the only study
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
