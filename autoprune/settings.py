@@ -59,6 +59,7 @@ class SearchSettings:
     def __post_init__(self) -> None:
         for f in fields(self):  # Python callers get the same checks as flags and recipe keys
             object.__setattr__(self, f.name, check_value(f.name, getattr(self, f.name), "SearchSettings"))
+        check_together(self.to_dict(), "SearchSettings")
 
     def replace(self, **changes: Any) -> SearchSettings:
         return dataclasses.replace(self, **changes)
@@ -88,6 +89,123 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "agent": ("ddpg", "td3", "sac"),
 }
 NON_EMPTY = ("target", "budget", "model", "data", "searcher", "fidelity", "study_name")
+DATA_KINDS = ("digits", "cifar10", "imagefolder")  # autoprune.data.load_data's kinds
+
+
+# -- names: what is wrong with a value ('' when nothing), each importing its registry only when
+# called, so a typo is refused before any data is loaded, model trained or run directory made.
+def _searcher_problem(name: str) -> str:
+    from autoprune.searchers import searcher_names
+    from autoprune.searchers.portfolio import PortfolioConfig
+
+    base, colon, members = name.partition(":")
+    if colon and base == "portfolio":  # portfolio:tpe,knapsack
+        try:
+            PortfolioConfig.from_spec(members)
+        except UserError as exc:
+            return str(exc)
+        return ""
+    if name in searcher_names():
+        return ""
+    return f"unknown searcher {name!r}; choose one of {', '.join(searcher_names())}, or portfolio:A,B,..."
+
+
+def _target_problem(target: str) -> str:
+    from autoprune.objectives import TARGETS
+
+    return "" if target in TARGETS else f"unknown target {target!r}; choose one of {', '.join(TARGETS)}"
+
+
+def _fidelity_problem(text: str) -> str:
+    from autoprune.evaluators import parse_fidelity
+
+    try:
+        parse_fidelity(text)
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
+def _rungs_problem(text: str) -> str:
+    from autoprune.multifidelity import parse_rungs
+
+    try:
+        parse_rungs(text)
+    except UserError as exc:
+        return str(exc).removeprefix(f"--rungs {text!r}: ").removeprefix("--rungs: ")
+    return ""
+
+
+def _model_problem(spec: str) -> str:
+    """The spec's kind: a built-in name, ``torchvision:NAME`` or ``module:factory`` whose module
+    (or ``.py`` file) can be found; a factory's options are checked when it is built."""
+    import importlib.util
+
+    from autoprune.models import BUILTIN, SPECS
+
+    head, _, rest = spec.strip().partition(":")
+    if head in BUILTIN or (head == "live" and rest):  # live: a model held by the Python API (autoprune.search)
+        return ""
+    if head == "torchvision":
+        try:
+            import torchvision
+        except ImportError:
+            return "torchvision is not installed; pip install torchvision"
+        if rest.strip() not in torchvision.models.list_models():
+            return f"torchvision has no model {rest.strip()!r} (see torchvision.models.list_models())"
+        return ""
+    module, _, attr = spec.strip().rpartition(":")
+    if not module.strip() or not attr.strip():
+        return f"unknown model {spec!r}; use {SPECS}"
+    if module.endswith(".py"):
+        return "" if Path(module).expanduser().is_file() else f"model file {module} does not exist"
+    try:
+        found = importlib.util.find_spec(module.split(".")[0])  # the top-level package: nothing runs
+    except (ImportError, ValueError):
+        found = None
+    return "" if found else f"cannot find module {module!r} of model spec {spec!r}"
+
+
+def _data_problem(spec: str) -> str:
+    kind, sep, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "digits" and not sep:
+        return ""
+    if kind in DATA_KINDS[1:]:
+        return "" if arg.strip() else f"data spec {spec!r} needs a directory: {kind}:DIR"
+    if kind == "live" and arg:  # datasets held in memory by the Python API (autoprune.search)
+        return ""
+    hint = f" (for a directory of images use imagefolder:{spec})" if Path(spec).expanduser().is_dir() else ""
+    return f"unknown data spec {spec!r}; use digits, cifar10:DIR or imagefolder:DIR{hint}"
+
+
+def _space_problem(name: str) -> str:
+    from autoprune.rules import SPACES_DIR, load_rules
+
+    if not Path(name).suffix and not Path(name).exists() and not (SPACES_DIR / f"{name}.yaml").is_file():
+        names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+        return f"no search space {name!r}: give a YAML file or one of {', '.join(names)}"
+    try:
+        load_rules(name)
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
+NAME_CHECKS = {
+    "searcher": _searcher_problem, "target": _target_problem, "fidelity": _fidelity_problem,
+    "rungs": _rungs_problem, "model": _model_problem, "data": _data_problem, "space": _space_problem,
+}
+
+
+def check_together(values: dict[str, Any], where: str) -> None:
+    """Checks of one setting against another: the budget's syntax and unit for its target."""
+    from autoprune.objectives import parse_budget
+
+    try:
+        parse_budget(values["budget"], values["target"])
+    except UserError as exc:
+        raise UserError(f"{where}: {_label('budget', where)}: {exc}") from None
 
 
 def _label(key: str, where: str) -> str:
@@ -122,6 +240,9 @@ def check_value(key: str, value: Any, where: str) -> Any:
             raise bad("a non-empty string")
         if key in CHOICES and value not in CHOICES[key]:
             raise bad("one of " + ", ".join(CHOICES[key]))
+        problem = NAME_CHECKS[key](value) if key in NAME_CHECKS else None
+        if problem:
+            raise UserError(f"{where}: {_label(key, where)}: {problem}")
         return value
     if base in ("int", "float"):
         number_ok = isinstance(value, int) or (base == "float" and isinstance(value, float))
@@ -145,12 +266,13 @@ def _range_text(key: str, optional: bool) -> str:
 
 
 def settings_from_dict(data: dict[str, Any], where: str) -> SearchSettings:
-    """Validate keys, types and ranges of a mapping (from YAML or flags) and build settings."""
+    """Validate keys, types, ranges and names of a mapping (from YAML or flags) and build settings."""
     clean: dict[str, Any] = {}
     for key, value in data.items():
         if key not in FIELDS:
             raise UserError(f"{where}: unknown key {key!r} (see `autoprune search --help` for the options)")
         clean[key] = check_value(key, value, where)
+    check_together({**{k: f.default for k, f in FIELDS.items()}, **clean}, where)
     return SearchSettings(**clean)
 
 

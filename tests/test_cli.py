@@ -153,3 +153,46 @@ def test_policy_provenance_is_typed_and_absolute(run):
     assert prov["budget"] == 0.6 and isinstance(prov["limit"], float)
     assert prov["storage"] == f"sqlite:///{(run / 'study.db').resolve()}"
     assert prov["run_dir"] == str(run.resolve()) and prov["study"] == "run"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--searcher", "tpee"], "unknown searcher 'tpee'"),
+        (["--searcher", "portfolio:tpe,nope"], "unknown member nope"),
+        (["--agent", "ppo"], "--agent must be one of"),
+        (["--executor", "slurm"], "--executor must be one of"),
+        (["--criterion", "l1"], "--criterion must be one of"),
+        (["--target", "energy"], "unknown target"),
+        (["--granularity", "layer"], "--granularity must be one of"),
+        (["--fidelity", "kd:x"], "unknown fidelity"),
+        (["--rungs", "kd:30,bn"], "more steps than the one before"),
+        (["--space", "cifar_resnett"], "no search space 'cifar_resnett'"),
+        (["--model", "resnet200"], "unknown model 'resnet200'"),
+        (["--model", "torchvision:resnet181"], "no model 'resnet181'"),
+        (["--data", "digitz"], "unknown data spec 'digitz'"),
+        (["--data", "cifar10"], "needs a directory"),
+        (["--budget", "4ms"], "budget unit must be K, M or G"),
+    ],
+)
+def test_unknown_names_are_refused_before_any_work(args, message, tmp_path, capsys, monkeypatch):
+    import autoprune.pipeline
+
+    def no_work(*_a, **_k):
+        raise AssertionError("work started before the names were checked")
+
+    monkeypatch.setattr(autoprune.pipeline, "build_problem", no_work)
+    monkeypatch.setattr(autoprune.pipeline, "preflight", no_work)
+    code = main(["search", "--target", "macs", "--run-dir", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_python_settings_refuse_unknown_names_too():
+    from autoprune.errors import UserError
+    from autoprune.settings import SearchSettings
+
+    with pytest.raises(UserError, match="SearchSettings: key 'searcher': unknown searcher 'tpee'"):
+        SearchSettings(searcher="tpee")
+    assert SearchSettings(searcher="portfolio:tpe,knapsack", data="live:datasets(3+1+1)").searcher.startswith("portfolio")
