@@ -26,52 +26,128 @@ from autoprune.yaml_files import read_yaml_mapping
 
 HELP = {
     "target": "resource to constrain: latency | macs | params",
-    "budget": "fraction of the dense model (0.5) or an absolute value with a unit (4ms, 150M)",
-    "model": "resnet20 | resnet56 | mobilenetv2 | torchvision:NAME | pkg.module:factory",
-    "data": "digits (built in) | cifar10:DIR (python format) | imagefolder:DIR",
-    "checkpoint": "weights of the dense model (a state dict, loaded with weights_only=True)",
-    "image_size": "input resolution in pixels (default: the data's)",
-    "space": "search-space rules: a YAML file or a name in search_spaces/",
-    "granularity": "slot (one ratio per dependency group) | stage (one width multiplier per stage)",
-    "criterion": "channel importance: magnitude | taylor | bn",
-    "searcher": "search family (see `autoprune searchers`)",
-    "agent": "stable-baselines3 agent of the RL searchers (amc, purl): ddpg | td3 | sac",
-    "trials": "scored search trials the study holds when the search ends (policies rejected over budget do not count; with --resume only the missing ones run)",
-    "fidelity": "how candidates are scored: bn | kd:N (N distillation steps)",
-    "rungs": "multi-fidelity successive halving, cheapest first (bn,kd:30,kd:100): --trials policies scored at the first rung, the best third promoted to each next; overrides --fidelity",
-    "final_steps": "distillation steps of the chosen policy's final fine-tune",
-    "feature_distill": "weight of inner (feature) distillation; 0 = logits only",
-    "lr": "fine-tune learning rate",
+    "budget": "fraction of the dense model (0.5) or an absolute value with a unit (4ms, 800us, 150M, 2.5G)",
     "latency_batch": "batch size latency is measured at",
     "latency_threads": "CPU threads latency is measured with",
     "latency_warmup": "untimed forward passes before each latency reading",
     "latency_repeats": "timed forward passes per latency reading (the median is taken)",
-    "executor": "inline | processes | ray",
-    "workers": "trials run at once",
-    "threads": "CPU threads per trial for training (default: cores / workers)",
-    "ray_address": "join this Ray cluster instead of starting a local one",
-    "seed": "seed of everything (same seed, same policies and accuracies)",
-    "run_dir": "where the study, policy, model and report go (default runs/<target>-<budget>-<searcher>-<time>)",
-    "storage": "an Optuna storage: an SQLAlchemy URL, or a journal file (journal:PATH or a path ending in .journal); several searches may share one (default: SQLite in the run directory)",
-    "study_name": "name of the study in the storage (default: the run directory's name; with --resume, the study the storage holds)",
-    "resume": "continue the study in --run-dir/--storage with the settings it was started with (flags given here override them): run the missing --trials, then whichever of the final fine-tune, export and report is missing",
-    "cache_dir": "where trained dense models and decoded data are cached (default ~/.cache/autoprune)",
-    "dense_epochs": "epochs to train the dense model when no checkpoint is given (default: 10 for digits, 30 otherwise)",
+    "model": "resnet20 | resnet32 | resnet56 | mobilenetv2 (NAME:key=value,...) | torchvision:NAME | pkg.module:factory",
+    "data": "digits (built in) | cifar10:DIR (python format) | imagefolder:DIR",
+    "checkpoint": "weights of the dense model (a state dict, loaded with weights_only=True)",
+    "image_size": "input resolution in pixels",
+    "dense_epochs": "epochs to train the dense model when no --checkpoint is given",
     "train_limit": "use at most this many training images",
     "val_limit": "use at most this many validation images",
+    "searcher": "search family: tpe, random, knapsack, ... or portfolio:A,B (see `autoprune searchers`)",
+    "agent": "stable-baselines3 agent of the RL searchers (amc, purl): ddpg | td3 | sac",
+    "trials": "scored search trials the study holds when the search ends (policies rejected over budget "
+              "do not count; with --resume only the missing ones run)",
     "time_limit": "stop proposing after this many seconds",
+    "space": "search-space rules: a YAML file or a name in search_spaces/",
+    "granularity": "slot (one ratio per dependency group) | stage (one width multiplier per stage)",
+    "seed": "seed of everything (same seed, same policies and accuracies)",
+    "resume": "continue the study in --run-dir/--storage with the settings it was started with (flags given "
+              "here override them): run the missing --trials, then whichever of the final fine-tune, export "
+              "and report is missing",
+    "fidelity": "how candidates are scored: bn (BN recalibration only) | kd:N (N distillation steps)",
+    "rungs": "multi-fidelity successive halving, cheapest first (bn,kd:30,kd:100): --trials policies scored "
+             "at the first rung, the best third promoted to each next; overrides --fidelity",
+    "criterion": "channel importance: magnitude | taylor | bn",
+    "final_steps": "distillation steps of the chosen policy's final fine-tune",
+    "feature_distill": "weight of inner (feature) distillation; 0 = logits only",
+    "lr": "fine-tune learning rate",
+    "executor": "where trials run: inline (this process) | processes | ray",
+    "workers": "trials run at once",
+    "threads": "CPU threads per trial for training",
+    "ray_address": "join this Ray cluster",
+    "run_dir": "where the study, policy, model and report go",
+    "storage": "an Optuna storage: an SQLAlchemy URL, or a journal file (journal:PATH or a path ending in "
+               ".journal); several searches may share one",
+    "study_name": "name of the study in the storage",
+    "cache_dir": "where trained dense models and decoded data are cached",
 }
+# What a default of None means, in words (other defaults are shown as their value).
+DEFAULT_WORDS = {
+    "image_size": "the data's",
+    "checkpoint": "train the dense model once and cache it",
+    "dense_epochs": "10 for digits, 30 otherwise",
+    "train_limit": "all", "val_limit": "all", "time_limit": "none",
+    "space": "by model: cifar_resnet, mobilenet, torchvision or default",
+    "rungs": "none, every trial at --fidelity",
+    "threads": "cores / workers",
+    "ray_address": "start a local Ray",
+    "run_dir": "runs/<target>-<budget>-<searcher>-<time>",
+    "storage": "SQLite file study.db in the run directory",
+    "study_name": "the run directory's name; with --resume, the study the storage holds",
+    "cache_dir": "$AUTOPRUNE_CACHE or ~/.cache/autoprune",
+}
+GROUPS = {
+    "target and budget": ("target", "budget", "latency_batch", "latency_threads", "latency_warmup", "latency_repeats"),
+    "model and data": ("model", "data", "checkpoint", "image_size", "dense_epochs", "train_limit", "val_limit"),
+    "search": ("searcher", "agent", "trials", "time_limit", "space", "granularity", "seed", "resume"),
+    "scoring": ("fidelity", "rungs", "criterion", "final_steps", "feature_distill", "lr"),
+    "execution": ("executor", "workers", "threads", "ray_address"),
+    "output and storage": ("run_dir", "storage", "study_name", "cache_dir"),
+}
+# Placeholders in the help (argparse's default, the flag's name in capitals, is long for some).
+METAVARS = {
+    "target": "TARGET", "budget": "BUDGET", "model": "SPEC", "data": "SPEC", "checkpoint": "FILE",
+    "space": "RULES", "granularity": "KIND", "searcher": "NAME", "agent": "NAME", "fidelity": "F",
+    "rungs": "F,F,...", "criterion": "NAME", "executor": "NAME", "ray_address": "ADDRESS", "run_dir": "DIR",
+    "storage": "URL", "study_name": "NAME", "cache_dir": "DIR", "lr": "LR", "feature_distill": "WEIGHT",
+    "time_limit": "SECONDS",
+}
+DESCRIPTION = """\
+Search how much to prune each group of coupled channels so that the model meets the
+budget, then fine-tune, export and report the most accurate policy found."""
+EXAMPLES = """\
+examples:
+  autoprune search          # ResNet-20 on digits at half its latency: TPE, 20 trials
+  autoprune search --target macs --budget 0.4 --searcher knapsack --run-dir runs/macs40
+  autoprune search --target latency --budget 4ms --model torchvision:resnet18 \\
+      --checkpoint resnet18.pt --data imagefolder:/data/my_images --image-size 224
+  autoprune search --study studies/digits_resnet20_latency.yaml --seed 1
+  autoprune search --run-dir runs/macs40 --resume --trials 40    # 40 trials in all
+
+Names (searcher, model, data, fidelity, space, ...) are checked before any work starts.
+The run directory holds study.db (optuna-dashboard sqlite:///DIR/study.db), policy.yaml,
+model.pt, summary.json and report.md.
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description and examples as written; flag help wrapped at spaces only ("fine-tune"
+    stays whole)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def flag_help(name: str) -> str:
+    """A flag's help with its default said once: in words where None means something."""
+    field = FIELDS[name]
+    if field.type in ("bool", bool):
+        return HELP[name]
+    default = DEFAULT_WORDS.get(name, field.default)
+    return f"{HELP[name]} (default: {default})"
 
 
 def _add_search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--study", help="a study recipe (studies/*.yaml); flags given here override it")
-    for name, f in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", default=None, help=HELP.get(name))
-            continue
-        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-        p.add_argument(flag, type=kind, default=None, help=f"{HELP.get(name, '')} [default: {f.default}]")
+    p.add_argument("--study", metavar="RECIPE", help="a study recipe (studies/*.yaml) holding any of the settings "
+                   "below; flags given here override it")
+    for title, names in GROUPS.items():
+        group = p.add_argument_group(title)
+        for name in names:
+            f = FIELDS[name]
+            flag = "--" + name.replace("_", "-")
+            if f.type in ("bool", bool):
+                group.add_argument(flag, action="store_true", default=None, help=flag_help(name))
+                continue
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
+            metavar = METAVARS.get(name, "N" if kind is int else "X")
+            group.add_argument(flag, type=kind, default=None, metavar=metavar, help=flag_help(name))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,7 +175,9 @@ def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="autoprune", description="Search-based structured pruning for PyTorch.")
     top.add_argument("--version", action="version", version=f"autoprune {__version__}")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("search", help="search per-layer pruning ratios that meet a budget")
+    s = sub.add_parser("search", help="search per-layer pruning ratios that meet a budget",
+                       usage="%(prog)s [--study RECIPE] [options]", epilog=EXAMPLES,
+                       description=DESCRIPTION, formatter_class=_HelpFormatter)
     _add_search_args(s)
     a = sub.add_parser("apply", help="apply a saved policy to the dense model, fine-tune it and write the slimmed model")
     a.add_argument("--policy", required=True, help="a policy YAML (policy.yaml of a run, or policies/*.yaml)")
@@ -130,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
 def resolve_settings(args: argparse.Namespace) -> SearchSettings:
     """Flags over the study recipe (``--study``); with ``--resume``, both over the settings the run
     directory was started with (its ``settings.yaml``), so a resumed run continues the same search.
-    The run directory and study name are fixed here, before any work."""
+    Every name is checked here, and the run directory and study name fixed, before any work."""
     data: dict[str, Any] = saved_settings(args.run_dir) if args.resume and args.run_dir else {}
     data.update(load_study_recipe(args.study) if args.study else {})
     for name in FIELDS:
@@ -150,6 +228,22 @@ def saved_settings(run_dir: str) -> dict[str, Any]:
     return data
 
 
+def print_searchers(*, names_only: bool = False) -> None:
+    """``autoprune searchers``: one line each, name, family, whether it is a baseline, what it does."""
+    from autoprune.searchers import searcher_table
+
+    rows = searcher_table()
+    if names_only:
+        print("\n".join(row.name for row in rows))
+        return
+    header = ("searcher", "family", "baseline", "what it does")
+    lines = [(r.name, r.family, "yes" if r.baseline else "no", r.summary) for r in rows]
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(3)]
+    for line in [header, *lines]:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(line[:3], widths, strict=True)) + "  " + line[3])
+    print("\nBaselines are what every other searcher must beat; --searcher portfolio:A,B runs several at once.")
+
+
 def _terminate(signum: int, _frame: object) -> None:
     """SIGTERM (``kill``, ``ray job stop``) stops a search the way Ctrl-C does."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -158,9 +252,9 @@ def _terminate(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    from rich.console import Console
+    from autoprune.progress import make_console
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         if args.command == "search":
@@ -178,18 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "show":
             from autoprune.commands import show_command
 
-            return show_command(args.run_dir, args.storage, Console())
+            return show_command(args.run_dir, args.storage, make_console())
         if args.command == "searchers":
-            from autoprune.searchers import searcher_table
-
-            rows = searcher_table()
-            if args.names:
-                print("\n".join(name for name, _, _ in rows))
-                return 0
-            width = max(len(n) for n, _, _ in rows)
-            family = max(len(f) for _, f, _ in rows)
-            for name, fam, what in rows:
-                print(f"{name:<{width}}  {fam:<{family}}  {what}")
+            print_searchers(names_only=args.names)
             return 0
         if args.command in ("bench", "train"):
             from autoprune.bench import command as bench_cli

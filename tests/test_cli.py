@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -133,11 +137,18 @@ def test_knapsack_scan_probes_are_cheap_and_do_not_use_up_the_trials(cache, tmp_
     assert json.loads((run_dir / "summary.json").read_text())["final"]["within_budget"]
 
 
-def test_searchers_lists_each_with_its_family_and_version_is_printed(capsys):
+def test_searchers_lists_each_with_its_family_and_whether_it_is_a_baseline(capsys):
+    from autoprune.searchers import searcher_names
+
     assert main(["searchers"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line for line in lines}
-    assert "baseline" in rows["uniform"] and "Optuna sampler" in rows["tpe"] and "knapsack" in rows["knapsack"]
+    assert lines[0].split()[:3] == ["searcher", "family", "baseline"]
+    rows = {line.split()[0]: line for line in lines[1:] if line.strip()}
+    assert set(searcher_names()) <= set(rows)
+    baseline = {name: rows[name][lines[0].index("baseline"):].split()[0] for name in searcher_names()}
+    assert {n for n, v in baseline.items() if v == "yes"} == {"random", "uniform", "global"}
+    assert set(baseline.values()) == {"yes", "no"}
+    assert "Optuna sampler" in rows["tpe"] and "knapsack" in rows["knapsack"]
     assert "evolutionary" in rows["emo"] and "reinforcement learning" in rows["amc"]
     assert main(["searchers", "--names"]) == 0
     assert "random" in capsys.readouterr().out.split()
@@ -146,13 +157,26 @@ def test_searchers_lists_each_with_its_family_and_version_is_printed(capsys):
     assert stop.value.code == 0 and capsys.readouterr().out.startswith("autoprune 0.")
 
 
-def test_policy_provenance_is_typed_and_absolute(run):
-    text = (run / "policy.yaml").read_text()
-    assert "_CachedStorage" not in text and "channels REMOVED" in text
-    prov = yaml.safe_load(text)["provenance"]
-    assert prov["budget"] == 0.6 and isinstance(prov["limit"], float)
-    assert prov["storage"] == f"sqlite:///{(run / 'study.db').resolve()}"
-    assert prov["run_dir"] == str(run.resolve()) and prov["study"] == "run"
+def test_search_help_groups_the_flags_and_says_each_default_once(capsys, monkeypatch):
+    from autoprune.cli import GROUPS
+    from autoprune.settings import FIELDS
+
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = capsys.readouterr().out
+    grouped = [name for names in GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(FIELDS)  # every setting in exactly one group
+    for title in ("target and budget:", "model and data:", "search:", "scoring:", "execution:", "output and storage:"):
+        assert f"\n{title}\n" in out
+    assert "examples:\n  autoprune search" in out
+    assert "[default:" not in out and "None" not in out
+    blocks = re.split(r"\n  (?=--)", out.split("target and budget:")[1].split("examples:")[0])
+    for name in FIELDS:
+        flag = "--" + name.replace("_", "-")
+        block = next(b for b in blocks if b.startswith(flag + " ") or b.startswith(flag + "\n"))
+        assert block.count("(default:") == (0 if name == "resume" else 1), block
+    assert "(default: the run directory's name" in out and "(default: the data's)" in out
 
 
 @pytest.mark.parametrize(
@@ -196,3 +220,66 @@ def test_python_settings_refuse_unknown_names_too():
     with pytest.raises(UserError, match="SearchSettings: key 'searcher': unknown searcher 'tpee'"):
         SearchSettings(searcher="tpee")
     assert SearchSettings(searcher="portfolio:tpe,knapsack", data="live:datasets(3+1+1)").searcher.startswith("portfolio")
+
+
+def _piped(argv: list[str]) -> subprocess.CompletedProcess:
+    """``autoprune <argv>`` in a subprocess with stdout and stderr piped, as a script or a log sees it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "FORCE_TERMINAL")}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-m", "autoprune.cli", *argv], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_a_typo_leaves_nothing_behind_and_piped_output_reads_well(cache, tmp_path):
+    run_dir = tmp_path / "piped"
+    base = ["search", "--target", "macs", "--budget", "0.6", *TINY, "--run-dir", str(run_dir), "--cache-dir", cache]
+    typo = _piped([*base, "--searcher", "tpee"])
+    assert typo.returncode == 2 and typo.stderr.startswith("error:") and typo.stderr.count("\n") == 1, typo.stderr
+    assert not run_dir.exists()
+    done = _piped([*base, "--searcher", "random"])  # the corrected command, same --run-dir
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert "…" not in done.stderr and "…" not in done.stdout  # nothing cut to fit 80 columns
+    # the long messages each stay on one line (rich would hard-wrap them at 80 columns)
+    assert any(line.startswith("dense resnet20:width=4: val ") and line.endswith(")") and "params" in line for line in lines)
+    assert any(line.startswith("budget: macs <= ") and line.endswith(" policies") for line in lines)
+    progress = [line for line in lines if line.startswith("trial ")]
+    assert len(progress) >= 3 and all("elapsed" in line and "scored " in line for line in progress), progress
+    assert any("scored 3/3" in line for line in progress)
+    assert "search: 3 trials to score" in lines
+    study = optuna.load_study(study_name="piped", storage=f"sqlite:///{run_dir / 'study.db'}")
+    for trial in study.trials:
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            assert trial.user_attrs["reason"].startswith(("rejected: over budget", "failed: "))
+
+
+def test_policy_provenance_is_typed_and_absolute(run):
+    text = (run / "policy.yaml").read_text()
+    assert "_CachedStorage" not in text and "channels REMOVED" in text
+    prov = yaml.safe_load(text)["provenance"]
+    assert prov["budget"] == 0.6 and isinstance(prov["limit"], float)
+    assert prov["storage"] == f"sqlite:///{(run / 'study.db').resolve()}"
+    assert prov["run_dir"] == str(run.resolve()) and prov["study"] == "run"
+
+
+def test_piped_progress_is_one_plain_line_per_trial():
+    import io
+
+    from autoprune.progress import SearchProgress, make_console
+    from autoprune.space import Policy
+    from autoprune.study import Trial
+
+    buffer = io.StringIO()
+    console = make_console(file=buffer)
+    assert console.soft_wrap and not console.is_terminal
+    policy = Policy.from_dict("f", {})
+    with SearchProgress(console, 2, "macs") as progress:
+        progress.update(Trial(0, policy, "rejected", {"macs": 6.2e6}, fidelity="kd:3", constraint=0.04), None)
+        progress.update(Trial(1, policy, "complete", {"macs": 5.1e6, "val_accuracy": 0.91}, fidelity="kd:3",
+                              constraint=-0.1), None)
+        console.print("x " * 150)  # a long message stays on one line
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "search: 2 trials to score"
+    assert lines[1].startswith("trial 0 [kd:3]: rejected (MACs 6.20M, 4.0% over the limit); scored 0/2")
+    assert lines[2].startswith("trial 1 [kd:3]: val acc 0.9100 (MACs 5.10M, within budget); scored 1/2, best feasible 0.9100")
+    assert "left" in lines[2] and len(lines) == 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from autoprune.errors import UserError
 from autoprune.searchers._base import SearchContext, Searcher, policy_key
@@ -55,21 +55,33 @@ def searcher_names() -> list[str]:
     return list(_REGISTRY)
 
 
-# The family of each searcher module, for ``autoprune searchers`` (a new module gets one line).
+# The family of each searcher module, for ``autoprune searchers`` (a new module gets one line);
+# the baselines' module gives each its own (they are told apart by what they do, not by kind).
 _FAMILIES = {
-    "baselines": "baseline", "optuna_samplers": "Optuna sampler", "knapsack": "knapsack solver",
-    "emo": "evolutionary (pymoo)", "amc": "reinforcement learning", "purl": "reinforcement learning",
-    "portfolio": "portfolio",
+    "optuna_samplers": "Optuna sampler", "knapsack": "knapsack solver", "emo": "evolutionary (pymoo)",
+    "amc": "reinforcement learning", "purl": "reinforcement learning", "portfolio": "portfolio",
 }
+# The baselines every searcher must beat (docs/searchers.md, ``autoprune bench``).
+BASELINES = {"random": "random sampling", "uniform": "uniform ratio", "global": "global ranking"}
 
 
-def searcher_table() -> list[tuple[str, str, str]]:
-    """(name, family, first line of the class docstring) of every registered searcher."""
+class SearcherInfo(NamedTuple):
+    """One line of ``autoprune searchers``."""
+
+    name: str
+    family: str
+    baseline: bool
+    summary: str  # first line of the class docstring
+
+
+def searcher_table() -> list[SearcherInfo]:
+    """Every registered searcher: its name, family, whether it is a baseline, and what it does."""
     rows = []
     for name, factory in _REGISTRY.items():
         module = getattr(factory, "__module__", "").rsplit(".", 1)[-1]
+        family = BASELINES.get(name) or _FAMILIES.get(module, module or "?")
         doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
-        rows.append((name, _FAMILIES.get(module, module or "?"), doc[0].replace("``", "`") if doc else ""))
+        rows.append(SearcherInfo(name, family, name in BASELINES, doc[0].replace("``", "`") if doc else ""))
     return rows
 
 
@@ -87,6 +99,7 @@ def make_searcher(name: str, **options: Any) -> Searcher:
 
 
 __all__ = [
+    "BASELINES",
     "DEFAULT_SEARCHER",
     "AMCSearcher",
     "CmaEsSearcher",
@@ -104,6 +117,7 @@ __all__ = [
     "RandomSearcher",
     "SearchContext",
     "Searcher",
+    "SearcherInfo",
     "UniformSearcher",
     "make_searcher",
     "policy_key",
