@@ -219,7 +219,8 @@ def test_python_settings_refuse_unknown_names_too():
 
     with pytest.raises(UserError, match="SearchSettings: key 'searcher': unknown searcher 'tpee'"):
         SearchSettings(searcher="tpee")
-    assert SearchSettings(searcher="portfolio:tpe,knapsack", data="live:datasets(3+1+1)").searcher.startswith("portfolio")
+    live = SearchSettings(searcher="portfolio:tpe,knapsack", model="live:Net", data="live:datasets(3+1+1)")
+    assert live.searcher == "portfolio:tpe,knapsack"
 
 
 def _piped(argv: list[str]) -> subprocess.CompletedProcess:
