@@ -3,100 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from autoprune.errors import EXIT_OVER_BUDGET, UserError
+from autoprune.errors import UserError
 from autoprune.settings import SearchSettings
-from autoprune.summary import build_summary, over_budget, print_members, print_summary
+from autoprune.summary import print_members, print_summary
 
 
 def search_command(settings: SearchSettings, console: Console, command: str) -> int:
-    from autoprune.executors import make_executor
-    from autoprune.finalize import finalize, pick, write_summary
-    from autoprune.pipeline import (
-        build_problem,
-        make_run_searcher,
-        open_ledger,
-        preflight,
-        save_settings,
-    )
-    from autoprune.progress import SearchProgress
-    from autoprune.report import write_report
-    from autoprune.runner import LoopConfig, replay, run_loop, scored_search_trials
+    """``autoprune search``: the run of ``pipeline.run_search`` (what ``autoprune.search`` calls too)."""
+    from autoprune.pipeline import run_search
 
-    started = time.perf_counter()
-    rungs = None
-    if settings.rungs:  # multi-fidelity: parsed first, so a typo fails before any work
-        from autoprune.multifidelity import (
-            parse_rungs,
-            planned_trials,
-            replay_base,
-            run_multifidelity_loop,
-            top_rung_trials,
-        )
-
-        rungs = parse_rungs(settings.rungs)
-    preflight(settings)
-    problem = build_problem(settings, log=console.print)
-    ledger = open_ledger(problem)
-    if ledger.stale:
-        console.print(f"resumed: trials {', '.join(map(str, ledger.stale))} were left running by a process that "
-                      "ended; marked failed (their policies may be proposed again)")
-    save_settings(problem)
-    searcher = make_run_searcher(problem)
-    told = replay_base(searcher, ledger, rungs) if rungs else replay(searcher, ledger)
-    # --trials is the number of scored search trials the study holds in all: a resumed run
-    # scores only the missing ones (then does whichever of the final steps is missing).
-    done = scored_search_trials(ledger.trials(), rungs.base if rungs else settings.fidelity)
-    remaining = max(0, settings.trials - done)
-    if told:
-        console.print(f"resumed: the searcher learned from {told} trials already in the study; {done} of the "
-                      f"{settings.trials} search trials are scored, {remaining} to go")
-    console.print(f"run directory: {problem.run_dir}  (watch it live: optuna-dashboard {ledger_url(problem)})")
-    loop = LoopConfig(trials=remaining, batch=settings.workers, time_limit_s=settings.time_limit, seed=settings.seed)
-    executor = make_executor(settings.executor, workers=settings.workers, threads_per_worker=problem.scoring.threads,
-                             ray_address=settings.ray_address)
-    with executor:
-        total = planned_trials(remaining, rungs) if rungs else remaining
-        with SearchProgress(console, total, problem.metric) as progress:
-            if rungs:
-                result = run_multifidelity_loop(problem.recipe, problem.template(rungs.base), searcher, ledger, executor,
-                                                loop, rungs, on_trial=progress.update)
-            else:
-                result = run_loop(problem.recipe, problem.template(settings.fidelity), searcher, ledger, executor, loop,
-                                  on_trial=progress.update)
-        trials = ledger.trials()
-        best = pick(problem, top_rung_trials(trials, rungs) if rungs else trials, log=console.print)
-        console.print(f"best feasible: trial {best.number} (val acc {best.accuracy:.4f}); final fine-tune of {settings.final_steps} steps")
-        final = finalize(problem, ledger, best, executor, log=console.print)
-    trials = ledger.trials()
-    summary = build_summary(problem, result, trials, final, command, time.perf_counter() - started)
-    write_summary(problem.run_dir, summary)
-    kept = problem.space.kept_widths(best.policy)
-    dense_widths = {s.name: s.channels for s in problem.space.slots}
-    report = write_report(problem.run_dir, summary, trials, final.trial, dense_widths, kept)
-    print_summary(Console(), summary)
-    console.print(f"report: {report}\npolicy: {final.policy_path}\nmodel: {final.model_path}")
-    over = over_budget(summary)
-    if over:
-        console.print(f"error: {over}", soft_wrap=True)
-        return EXIT_OVER_BUDGET
-    return 0
-
-
-
-
-def ledger_url(problem) -> str:
-    return problem.settings.storage or f"{problem.run_dir / 'study.db'}"
-
-
-
-
+    return run_search(settings, console, command).exit_status
 
 
 def show_command(run_dir: str, storage: str | None, console: Console) -> int:
@@ -161,7 +83,7 @@ def slim_from_policy(args: argparse.Namespace, console: Console):
     import torch
 
     from autoprune.evaluators import DistillConfig
-    from autoprune.export import Slimmed, architecture
+    from autoprune.model_io import Slimmed, architecture
     from autoprune.pipeline import default_rules_name
     from autoprune.policy_io import load_policy
     from autoprune.rules import load_rules
@@ -220,7 +142,7 @@ def check_output_file(path: str, flag: str) -> None:
 
 
 def apply_command(args: argparse.Namespace, console: Console) -> int:
-    from autoprune.export import output_format, write
+    from autoprune.model_io import output_format, write
 
     fmt = output_format(args.out)  # before any work: a bad --out costs nothing
     slimmed, task = slim_from_policy(args, console)
@@ -232,7 +154,7 @@ def apply_command(args: argparse.Namespace, console: Console) -> int:
 def export_command(args: argparse.Namespace, console: Console) -> int:
     """``autoprune export RUN_DIR | --policy P``: the run's model.pt (or a re-applied policy) to
     torch, ONNX or TorchScript, verified on one batch of validation images."""
-    from autoprune.export import FORMATS, output_format, write
+    from autoprune.model_io import FORMATS, output_format, write
 
     if (args.run_dir is None) == (args.policy is None):
         raise UserError("give a run directory (autoprune export RUN_DIR) or --policy P, not both or neither")
@@ -266,7 +188,7 @@ def run_dir_model(run: Path, source: Path, cache_dir: str | None, trust_factory:
     recorded is rebuilt from the run's policy.yaml recipe instead (and gains the spec)."""
     from dataclasses import replace
 
-    from autoprune.export import architecture, read
+    from autoprune.model_io import architecture, read
     from autoprune.prune import read_slimmed
 
     if "architecture" in (read_slimmed(source).get("meta") or {}):

@@ -126,6 +126,9 @@ def _dense_from(arch: Any, path: Path, trust_factory: bool) -> nn.Module:
     if not isinstance(spec, str) or not all(isinstance(v, int) and v > 0 for v in (classes, channels)):
         raise UserError(f"{path}: malformed model spec {dict(arch)!r}")
     head = spec.partition(":")[0].strip()
+    if head == "live":
+        raise UserError(f"{path} was pruned from a live model ({spec}, given to autoprune.search as an nn.Module), "
+                        "which no spec rebuilds: load it with autoprune.load(path, dense_model=your_dense_model)")
     if head not in BUILTIN and head != "torchvision" and not trust_factory:
         raise UserError(
             f"{path} names the model factory {spec!r}, code outside autoprune; load it with "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,19 @@ def default_rules_name(model: str) -> str:
     if model.startswith("mobilenetv2"):
         return "mobilenet"
     if model.startswith("torchvision:"):
+        return "torchvision"
+    return "default"
+
+
+def default_rules_for(model: Any) -> str:
+    """The search-space rules of a live model (``autoprune.search(model)``), by its class as
+    ``default_rules_name`` goes by the spec: the same model searches the same space either way."""
+    kind = type(model)
+    if kind.__module__.startswith("autoprune.models.cifar_resnet"):
+        return "cifar_resnet"
+    if kind.__module__.startswith("autoprune.models.mobilenet"):
+        return "mobilenet"
+    if kind.__module__.startswith("torchvision.models"):
         return "torchvision"
     return "default"
 
@@ -136,8 +150,11 @@ def check_resumable(storage: str, settings: SearchSettings) -> None:
                             f"resume it with --{key} {before}, or start a new study")
 
 
-def build_problem(settings: SearchSettings, *, log=print) -> Problem:
-    """Load the task, build the space, measure the dense model and check the budget is reachable."""
+def build_problem(settings: SearchSettings, *, log=print, task: Task | None = None,
+                  evaluate: Callable[[Any], float] | None = None, finetune: Callable[..., Any] | None = None) -> Problem:
+    """Load the task (or take ``task``, built from a Python caller's live model or datasets), build
+    the space, measure the dense model and check the budget is reachable. ``evaluate`` and
+    ``finetune`` replace val accuracy and distillation in every trial (``ScoringConfig``)."""
     budget = parse_budget(settings.budget, settings.target)
     parse_fidelity(settings.fidelity)
     if settings.trials < 1:
@@ -148,13 +165,17 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
         raise UserError(f"--latency-repeats must be at least 1 and --latency-warmup at least 0, "
                         f"got {settings.latency_repeats} and {settings.latency_warmup}")
     rules = resolve_rules(settings)
-    recipe = TaskRecipe(
-        model=settings.model, data=absolute_data_spec(settings.data), checkpoint=str(Path(settings.checkpoint).expanduser().resolve()) if settings.checkpoint else None,
-        image_size=settings.image_size,
-        seed=settings.seed, cache_dir=settings.cache_dir, dense_epochs=settings.dense_epochs,
-        train_limit=settings.train_limit, val_limit=settings.val_limit,
-    )
-    task = load_task(recipe, progress=True)
+    if task is not None:
+        recipe = task.recipe
+    else:
+        recipe = TaskRecipe(
+            model=settings.model, data=absolute_data_spec(settings.data),
+            checkpoint=str(Path(settings.checkpoint).expanduser().resolve()) if settings.checkpoint else None,
+            image_size=settings.image_size,
+            seed=settings.seed, cache_dir=settings.cache_dir, dense_epochs=settings.dense_epochs,
+            train_limit=settings.train_limit, val_limit=settings.val_limit,
+        )
+        task = load_task(recipe, progress=True)
     if len(task.data.val) < MIN_VAL_IMAGES:
         log(f"warning: the validation split has {len(task.data.val)} images (fewer than {MIN_VAL_IMAGES}); "
             "candidates' accuracies will differ by noise as much as by merit")
@@ -170,6 +191,8 @@ def build_problem(settings: SearchSettings, *, log=print) -> Problem:
         distill=DistillConfig(lr=settings.lr, feature_weight=settings.feature_distill),
         final_steps=settings.final_steps,
         threads=threads,
+        evaluate=evaluate,
+        finetune=finetune,
     )
     floor_model, _ = slim(task, space, space.most_pruned(), settings.criterion, settings.seed)
     if budget.target == "latency" and budget.fraction is not None:
@@ -259,3 +282,133 @@ def make_run_searcher(problem: Problem):
     searcher = make_searcher(problem.settings.searcher, agent=problem.settings.agent)
     searcher.setup(search_context(problem))
     return searcher
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search leaves: the slimmed, fine-tuned model (eval mode), its policy, the Optuna
+    study holding every trial, the run directory, ``summary.json``'s content and the dense model
+    it was pruned from (shared: copy it before changing it).
+
+    ``exit_status`` is what ``autoprune search`` exits with: 0, or ``EXIT_OVER_BUDGET`` when the
+    exported model measured over the budget (``within_budget`` False).
+    """
+
+    model: Any
+    policy: Policy
+    study: Any
+    run_dir: Path
+    summary: dict[str, Any]
+    exit_status: int
+    dense: Any
+
+    @property
+    def within_budget(self) -> bool:
+        return bool(self.summary["final"]["within_budget"])
+
+
+def run_search(settings: SearchSettings, console: Any, command: str, *, task: Task | None = None,
+               evaluate: Callable[[Any], float] | None = None, finetune: Callable[..., Any] | None = None,
+               table_to_stdout: bool = True) -> SearchResult:
+    """The whole search of ``settings``, to a run directory; ``autoprune search`` and
+    ``autoprune.search`` both come here. ``console`` (rich) gets the log and the progress bar; the
+    final table goes to stdout for the CLI (the one output a script may want), else to ``console``."""
+    from rich.console import Console
+
+    from autoprune.errors import EXIT_OVER_BUDGET
+    from autoprune.executors import make_executor
+    from autoprune.finalize import finalize, pick, write_summary
+    from autoprune.model_io import load
+    from autoprune.progress import SearchProgress
+    from autoprune.report import write_report
+    from autoprune.runner import LoopConfig, replay, run_loop, scored_search_trials
+    from autoprune.summary import build_summary, over_budget, print_summary
+
+    started = time.perf_counter()
+    rungs = None
+    if settings.rungs:  # multi-fidelity: parsed first, so a typo fails before any work
+        from autoprune.multifidelity import (
+            parse_rungs,
+            planned_trials,
+            replay_base,
+            run_multifidelity_loop,
+            top_rung_trials,
+        )
+
+        rungs = parse_rungs(settings.rungs)
+    check_live_executor(settings, task, evaluate, finetune)
+    preflight(settings)
+    problem = build_problem(settings, log=console.print, task=task, evaluate=evaluate, finetune=finetune)
+    ledger = open_ledger(problem)
+    if ledger.stale:
+        console.print(f"resumed: trials {', '.join(map(str, ledger.stale))} were left running by a process that "
+                      "ended; marked failed (their policies may be proposed again)")
+    save_settings(problem)
+    searcher = make_run_searcher(problem)
+    told = replay_base(searcher, ledger, rungs) if rungs else replay(searcher, ledger)
+    # --trials is the number of scored search trials the study holds in all: a resumed run
+    # scores only the missing ones (then does whichever of the final steps is missing).
+    done = scored_search_trials(ledger.trials(), rungs.base if rungs else settings.fidelity)
+    remaining = max(0, settings.trials - done)
+    if told:
+        console.print(f"resumed: the searcher learned from {told} trials already in the study; {done} of the "
+                      f"{settings.trials} search trials are scored, {remaining} to go")
+    storage = settings.storage or f"{problem.run_dir / 'study.db'}"
+    console.print(f"run directory: {problem.run_dir}  (watch it live: optuna-dashboard {storage})")
+    loop = LoopConfig(trials=remaining, batch=settings.workers, time_limit_s=settings.time_limit, seed=settings.seed)
+    executor = make_executor(settings.executor, workers=settings.workers, threads_per_worker=problem.scoring.threads,
+                             ray_address=settings.ray_address)
+    with executor:
+        total = planned_trials(remaining, rungs) if rungs else remaining
+        with SearchProgress(console, total, problem.metric) as progress:
+            if rungs:
+                result = run_multifidelity_loop(problem.recipe, problem.template(rungs.base), searcher, ledger, executor,
+                                                loop, rungs, on_trial=progress.update)
+            else:
+                result = run_loop(problem.recipe, problem.template(settings.fidelity), searcher, ledger, executor, loop,
+                                  on_trial=progress.update)
+        trials = ledger.trials()
+        best = pick(problem, top_rung_trials(trials, rungs) if rungs else trials, log=console.print)
+        console.print(f"best feasible: search trial {best.number} (val acc {best.accuracy:.4f}); "
+                      f"final fine-tune of {settings.final_steps} steps")
+        final = finalize(problem, ledger, best, executor, log=console.print)
+    trials = ledger.trials()
+    summary = build_summary(problem, result, trials, final, command, time.perf_counter() - started)
+    write_summary(problem.run_dir, summary)
+    kept = problem.space.kept_widths(best.policy)
+    dense_widths = {s.name: s.channels for s in problem.space.slots}
+    report = write_report(problem.run_dir, summary, trials, final.trial, dense_widths, kept)
+    print_summary(Console(quiet=console.quiet) if table_to_stdout else console, summary)
+    console.print(f"report: {report}\npolicy: {final.policy_path}\nmodel: {final.model_path}")
+    over = over_budget(summary)
+    if over:
+        console.print(f"error: {over}", soft_wrap=True)
+    model = load(final.model_path, dense_model=problem.task.model)
+    return SearchResult(model, best.policy, ledger.study, problem.run_dir, summary,
+                        EXIT_OVER_BUDGET if over else 0, problem.task.model)
+
+
+def check_live_executor(settings: SearchSettings, task: Task | None, evaluate: Any, finetune: Any) -> None:
+    """Refuse, before any work, live objects an executor cannot take to its workers: trials of
+    ``processes`` and ``ray`` run in other processes, which rebuild the task from its specs and
+    receive ``evaluate``/``finetune`` pickled (so those must be importable module-level functions)."""
+    if settings.executor == "inline":
+        return
+    if task is not None:
+        raise UserError(
+            f"executor {settings.executor!r} runs trials in other processes, which rebuild the model and data from "
+            "specs; a live model or datasets run with executor='inline' only. To run trials in parallel, give "
+            "model='pkg.module:factory' with checkpoint='dense.pt' (or builder= with a live model) and a data "
+            "spec such as 'imagefolder:DIR'"
+        )
+    import pickle
+
+    for name, fn in (("evaluate", evaluate), ("finetune", finetune)):
+        if fn is None:
+            continue
+        try:
+            pickle.dumps(fn)
+        except Exception as exc:  # noqa: BLE001 - lambdas, closures, local functions
+            raise UserError(f"{name}= must be an importable module-level function to reach {settings.executor!r} "
+                            f"workers ({type(exc).__name__}: {exc}); define it at module level, or use "
+                            "executor='inline'") from None

@@ -48,6 +48,9 @@ class TaskRecipe:
     dense_epochs: int | None = None  # None -> the data set's default (DEFAULT_DENSE_EPOCHS)
     train_limit: int | None = None
     val_limit: int | None = None
+    # Set for a task built from live objects (``autoprune.search(model, datasets)``): a token that
+    # keys the task this process holds (``register_task``); such a task cannot be rebuilt elsewhere.
+    live: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (JSON/YAML-friendly)."""
@@ -63,7 +66,7 @@ class TaskRecipe:
             if key in ("model", "data") and not isinstance(value, str):
                 raise UserError(f"task setting {key} must be a string, got {value!r}")
             if (
-                key in ("checkpoint", "cache_dir")
+                key in ("checkpoint", "cache_dir", "live")
                 and value is not None
                 and not isinstance(value, str)
             ):
@@ -305,6 +308,14 @@ def clear_task_cache() -> None:
     _TASKS.clear()
 
 
+def register_task(task: Task) -> None:
+    """Make ``task`` (built from live objects, ``task.recipe.live`` set) what ``load_task`` returns
+    for its recipe in this process: how the inline executor's trials reach a user's own model."""
+    if task.recipe.live is None:
+        raise ValueError("only a task built from live objects (recipe.live set) is registered")
+    _TASKS[task.recipe] = task
+
+
 def load_task(recipe: TaskRecipe, *, progress: bool = False) -> Task:
     """Build (once per process) the task described by ``recipe``; see the module docstring.
 
@@ -313,6 +324,12 @@ def load_task(recipe: TaskRecipe, *, progress: bool = False) -> Task:
     cached = _TASKS.get(recipe)
     if cached is not None:
         return cached
+    if recipe.live is not None:
+        raise UserError(
+            f"the task {recipe.model} on {recipe.data} was built from a live model or datasets (the Python API), "
+            "which only the process that built it holds; give a model spec and a data spec (--model, --data, "
+            "--checkpoint) to rebuild it here"
+        )
     data = load_data(
         recipe.data,
         image_size=recipe.image_size,

@@ -9,16 +9,19 @@ policy -> prune -> measure -> score -> metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from autoprune.costs import CostSettings, measure_costs
 from autoprune.costs.latency import LatencyCost, anchored_reading, thread_count
+from autoprune.errors import UserError
 from autoprune.evaluators import DistillConfig, distill, parse_fidelity, recalibrate_bn
-from autoprune.export import architecture
+from autoprune.model_io import architecture
 from autoprune.objectives import TARGETS
 from autoprune.prune import apply_policy, save_slimmed
 from autoprune.rules import SpaceRules
@@ -37,6 +40,10 @@ class ScoringConfig:
         final_steps: distillation steps of the ``final`` fidelity.
         threads: CPU threads for training inside a trial; fixed so that every executor gives the
             same accuracies for the same seed.
+        evaluate: a user's score of a model, higher is better (``autoprune.search(evaluate=...)``),
+            recorded as the trial's ``val_accuracy`` in place of top-1 accuracy on the val split.
+        finetune: a user's training loop, ``finetune(student, teacher, steps)``, run in place of
+            distillation after adaptive-BN recalibration; ``teacher`` is the shared dense model.
     """
 
     criterion: str = "magnitude"
@@ -44,6 +51,8 @@ class ScoringConfig:
     bn_batches: int = 20
     final_steps: int = 600
     threads: int = 1
+    evaluate: Callable[[torch.nn.Module], float] | None = None
+    finetune: Callable[[torch.nn.Module, torch.nn.Module, int], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,25 @@ def fine_tune(model: torch.nn.Module, task: Task, scoring: ScoringConfig, steps:
 
     train = endless_batches(task.data, task.data.train, scoring.distill.batch_size, seed=seed, augment=task.data.augment)
     recalibrate_bn(model, train, scoring.bn_batches)
-    return distill(model, task.model, train, steps, scoring.distill)
+    if scoring.finetune is None:
+        return distill(model, task.model, train, steps, scoring.distill)
+    if steps > 0:
+        scoring.finetune(model, task.model, steps)
+        model.eval()
+    return {}
+
+
+def score(model: torch.nn.Module, task: Task, scoring: ScoringConfig) -> float:
+    """What a search maximises: the user's ``evaluate`` when given, else val top-1 accuracy."""
+    if scoring.evaluate is None:
+        return accuracy(model, task.data, task.data.val)
+    model.eval()
+    with torch.no_grad():
+        value = scoring.evaluate(model)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"evaluate(model) must return a number, got {value!r}") from None
 
 
 def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
@@ -169,7 +196,7 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
         timings["finetune_s"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        metrics["val_accuracy"] = accuracy(model, task.data, task.data.val)
+        metrics["val_accuracy"] = score(model, task, request.scoring)
         if fidelity.final:
             metrics["test_accuracy"] = accuracy(model, task.data, task.data.test)
         timings["evaluate_s"] = time.perf_counter() - tick
