@@ -265,13 +265,19 @@ def _range_text(key: str, optional: bool) -> str:
     return text + (" (or left out)" if optional else "")
 
 
-def settings_from_dict(data: dict[str, Any], where: str) -> SearchSettings:
-    """Validate keys, types, ranges and names of a mapping (from YAML or flags) and build settings."""
+def check_values(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Each key, type, range and name of a mapping (from YAML or flags) checked on its own."""
     clean: dict[str, Any] = {}
     for key, value in data.items():
         if key not in FIELDS:
             raise UserError(f"{where}: unknown key {key!r} (see `autoprune search --help` for the options)")
         clean[key] = check_value(key, value, where)
+    return clean
+
+
+def settings_from_dict(data: dict[str, Any], where: str) -> SearchSettings:
+    """Validate keys, types, ranges and names of a mapping (from YAML or flags) and build settings."""
+    clean = check_values(data, where)
     check_together({**{k: f.default for k, f in FIELDS.items()}, **clean}, where)
     return SearchSettings(**clean)
 
@@ -300,9 +306,11 @@ def resolve_run(settings: SearchSettings) -> SearchSettings:
 
 
 def load_study_recipe(path: str | Path) -> dict[str, Any]:
-    """The mapping in a study recipe file (``studies/*.yaml``); validated by ``settings_from_dict``."""
+    """The mapping in a study recipe file (``studies/*.yaml``), each value checked, with the file's
+    name in errors; settings that go together (a budget and its target's unit) are checked once
+    flags are merged in, as a recipe may leave one of them to the command line."""
     path = Path(path)
     data = read_yaml_mapping(path, "study recipe")
     data.pop("description", None)
-    settings_from_dict(data, str(path))  # validate early, with the file's name in errors
+    check_values(data, str(path))
     return data

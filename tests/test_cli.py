@@ -284,3 +284,13 @@ def test_piped_progress_is_one_plain_line_per_trial():
     assert lines[1].startswith("trial 0 [kd:3]: rejected (MACs 6.20M, 4.0% over the limit); scored 0/2")
     assert lines[2].startswith("trial 1 [kd:3]: val acc 0.9100 (MACs 5.10M, within budget); scored 1/2, best feasible 0.9100")
     assert "left" in lines[2] and len(lines) == 4
+
+
+def test_a_recipe_may_leave_the_budgets_target_to_the_command_line(tmp_path):
+    from autoprune.cli import parser, resolve_settings
+
+    recipe = tmp_path / "macs.yaml"
+    recipe.write_text("budget: 150M\ntrials: 5\n")  # MACs units: valid only with --target macs
+    args = parser().parse_args(["search", "--study", str(recipe), "--target", "macs", "--run-dir", str(tmp_path / "r")])
+    settings = resolve_settings(args)
+    assert (settings.budget, settings.target, settings.trials, settings.study_name) == ("150M", "macs", 5, "r")
