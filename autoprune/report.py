@@ -123,7 +123,7 @@ def headline(summary: Mapping[str, Any]) -> list[str]:
              f"{format_metric('macs', dense['macs'])})",
              f"{_times(speed.get('params'), 'fewer parameters', 'more parameters')} ({format_metric('params', fin['params'])} against "
              f"{format_metric('params', dense['params'])})"]
-    lines = [", ".join(s for s in sizes if s) + "."]
+    lines = ["- " + ", ".join(s for s in sizes if s) + "."]
     pts, splits = summary["points"], summary["splits"]
     if summary.get("score") == "evaluate(model)":
         val = (f"validation score (your `evaluate`) {fin['val_accuracy']:.4f} against {summary['dense_val_accuracy']:.4f} "
@@ -135,13 +135,13 @@ def headline(summary: Mapping[str, Any]) -> list[str]:
     test = (f"**{pts['test']:+.2f} points** of test accuracy ({_pct(fin['test_accuracy'])} against "
             f"{_pct(summary['dense_test_accuracy'])}; test split {splits['test']} images, one image is "
             f"{pts['test_per_image']:.2f} points)") if pts.get("test") is not None else "no test accuracy"
-    lines.append(f"{val[0].upper()}{val[1:]}; {test}.")
+    lines.append(f"- {val[0].upper()}{val[1:]}; {test}.")
     if summary.get("small_val_split"):
-        lines += ["", f"> **Warning:** the validation split has only {splits['val']} images (fewer than "
+        lines += [f"- **Warning:** the validation split has only {splits['val']} images (fewer than "
                   f"{summary['min_val_images']}): candidates' accuracies differ by noise as much as by merit, and a "
                   "pruned model may appear to beat the dense one. Validate on more images (a larger data set, or a larger `--val-limit` if one was set)."]
     m, v = summary["machine"], summary["versions"]
-    lines += ["", f"Measured on {m['cpu']} ({m['cores']} cores; {m['platform']}) at {summary['cost_settings']}; "
+    lines += [f"- Measured on {m['cpu']} ({m['cores']} cores; {m['platform']}) at {summary['cost_settings']}; "
               f"Python {v['python']}, torch {v['torch']}, torch-pruning {v['torch_pruning']}, optuna {v['optuna']}, "
               f"autoprune {v['autoprune']}."]
     return lines
@@ -281,7 +281,7 @@ def write_report(run_dir: Path, summary: dict[str, Any], trials: Sequence[Trial]
     pick = f"final fine-tune (trial {fin['trial']}) of search trial {fin['search_trial']}"
     lines = [f"# autoprune report: {summary['model']} on {summary['data']}", "", *headline(summary), "",
              f"Target: **{summary['target']} <= {format_metric(metric, limit)}** (budget {summary['budget']}; "
-             f"dense {format_metric(metric, dense[metric])}). Latency measured at {summary['cost_settings']}.",
+             f"dense {format_metric(metric, dense[metric])}).",
              f"Searcher `{summary['searcher']}`, {summary['scored']} scored search trials ({summary['rejected']} rejected "
              f"over budget before training, {summary.get('failed', 0)} failed; the final fine-tune is not counted), "
              f"fidelity `{summary['fidelity']}`, seed {summary['seed']}, {summary['elapsed_s']:.0f} s in all.",
@@ -295,12 +295,14 @@ def write_report(run_dir: Path, summary: dict[str, Any], trials: Sequence[Trial]
              f"| {pick} | {fin['val_accuracy']:.4f} | {fin['test_accuracy']:.4f} | {format_metric('macs', fin['macs'])} | "
              f"{format_metric('params', fin['params'])} | {format_metric('latency_ms', fin['latency_ms'])} |", ""]
     within = "within" if fin["within_budget"] else "OVER"
-    text = (f"Latency is that of the exported model reloaded from disk and re-measured ({summary['cost_settings']}), "
-            f"the dense model's that taken before the search; {metric} {format_metric(metric, fin['verified_cost'])} "
-            f"is {within} the budget.")
+    text = ("Latency of the exported model: `model.pt` reloaded from disk and re-measured; "
+            f"the dense model's was measured before the search. Its {NAMES.get(metric, metric)}, "
+            f"{format_metric(metric, fin['verified_cost'])}, is {within} the budget.")
     if fin.get("latency_ratio") is not None:
-        text += (f" It is {fin['latency_ratio']:.3f} of the dense model timed alongside it, times the dense reading "
-                 f"({fin['latency_ms_now']:.2f} ms read as it was, on a machine whose speed drifts).")
+        text += (f" That is {fin['latency_ratio']:.3f} (its ratio to the dense model timed alongside it) times the dense "
+                 f"model's {format_metric('latency_ms', dense['latency_ms'])}; "
+                 f"the raw reading at export (`latency_ms_now`) was {fin['latency_ms_now']:.2f} ms, which moves with "
+                 "the machine's load where the ratio does not.")
     if fin.get("trial_latency_ms") is not None:
         text += f" The final fine-tune trial's own reading, taken in its worker, was {fin['trial_latency_ms']:.2f} ms."
     lines += [text + " Every latency key is defined in `docs/outputs.md`."]
