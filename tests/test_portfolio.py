@@ -240,3 +240,16 @@ def test_a_warm_up_gets_a_fair_share_and_is_not_judged():
     share = next(s for s in portfolio.shares() if s.name == WarmingRandom.name)
     assert share.trials == len([t for t in ordinary if t.member == WarmingRandom.name])
     assert share.seconds == share.trials - 4  # one unit per trial on the toy clock, warm-up left out
+
+
+def test_member_options_reach_the_members_and_bench_names_a_chosen_portfolio():
+    from autoprune.bench.command import bench_searchers
+    from autoprune.searchers import make_searcher, searcher_names
+
+    portfolio = make_searcher("portfolio:amc,tpe", agent="td3")
+    assert portfolio._members["amc"].searcher.config.agent == "td3"
+    assert make_searcher("portfolio:amc+tpe")._members["amc"].searcher.config.agent == "ddpg"
+    chosen = bench_searchers("random,portfolio:tpe+knapsack,uniform", searcher_names())
+    assert chosen == ("random", "portfolio:tpe+knapsack", "uniform")
+    with pytest.raises(UserError, match="nope"):
+        bench_searchers("random,portfolio:tpe+nope", searcher_names())

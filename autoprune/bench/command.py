@@ -30,7 +30,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures-dir", help="where the PNG figures go [default: benchmarks/figures next to --out]")
     p.add_argument("--runs-dir", default="benchmarks/runs", help="run directories and the Optuna storage "
                    "[default: benchmarks/runs]")
-    p.add_argument("--searchers", help="comma-separated searcher names, 'headline' (one representative per "
+    p.add_argument("--searchers", help="comma-separated searcher names (a portfolio of chosen members as "
+                   "portfolio:tpe+knapsack), 'headline' (one representative per "
                    "family: every registered searcher but the alternates " + ", ".join(ALTERNATES) + ") or 'all' "
                    "(the full grid) [default: headline]")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted bench run in RUN_DIR: every "
@@ -142,7 +143,18 @@ def bench_searchers(text: str | None, registered: list[str]) -> tuple[str, ...]:
         return tuple(n for n in registered if n not in ALTERNATES)
     if text.strip() == "all":
         return tuple(registered)
-    return _names(text, registered, "searcher")
+    tokens = [n.strip() for n in text.split(",") if n.strip()]
+    chosen = [n for n in tokens if not n.startswith("portfolio:")]
+    if chosen:
+        _names(",".join(chosen), registered, "searcher")
+    for token in tokens:
+        if token.startswith("portfolio:"):  # members joined by '+', since ',' separates searchers here
+            from autoprune.searchers.portfolio import PortfolioConfig
+
+            PortfolioConfig.from_spec(token.partition(":")[2])
+    if not tokens:
+        raise UserError(f"unknown searcher {text!r}; choose from {', '.join(registered)}")
+    return tuple(tokens)
 
 
 def _resume_dir(given: str | None) -> Path | None:

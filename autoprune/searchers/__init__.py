@@ -41,8 +41,8 @@ _REGISTRY: dict[str, Callable[[], Searcher]] = {
 }
 DEFAULT_SEARCHER = "tpe"
 # Names that take an argument after a colon: ``portfolio:tpe,knapsack``.
-_WITH_ARGUMENT: dict[str, Callable[[str], Searcher]] = {
-    "portfolio": lambda spec: PortfolioSearcher(PortfolioConfig.from_spec(spec)),
+_WITH_ARGUMENT: dict[str, Callable[..., Searcher]] = {
+    "portfolio": lambda spec, **options: PortfolioSearcher(PortfolioConfig.from_spec(spec), **options),
 }
 
 
@@ -90,11 +90,13 @@ def make_searcher(name: str, **options: Any) -> Searcher:
     the RL searchers); options it does not take are ignored."""
     base, colon, argument = name.partition(":")
     if colon and base in _WITH_ARGUMENT:  # portfolio:tpe,knapsack
-        return _WITH_ARGUMENT[base](argument)
+        return _WITH_ARGUMENT[base](argument, **options)
     if name not in _REGISTRY:
         raise UserError(f"unknown searcher {name!r}; choose one of {', '.join(_REGISTRY)}")
     factory = _REGISTRY[name]
     accepted = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):  # a portfolio hands them on
+        return factory(**options)
     return factory(**{k: v for k, v in options.items() if k in accepted})
 
 

@@ -98,8 +98,9 @@ class PortfolioConfig:
 
     @classmethod
     def from_spec(cls, spec: str) -> PortfolioConfig:
-        """``tpe,knapsack`` (the part after ``portfolio:``) as a config with those members."""
-        return cls(members=tuple(m.strip() for m in spec.split(",") if m.strip()))
+        """``tpe,knapsack`` or ``tpe+knapsack`` (the part after ``portfolio:``) as a config with
+        those members; ``+`` is for lists that are themselves comma-separated (``bench --searchers``)."""
+        return cls(members=tuple(m.strip() for m in spec.replace("+", ",").split(",") if m.strip()))
 
 
 @dataclass(frozen=True)
@@ -162,12 +163,13 @@ class PortfolioSearcher(Searcher):
 
     name = "portfolio"
 
-    def __init__(self, config: PortfolioConfig | None = None) -> None:
+    def __init__(self, config: PortfolioConfig | None = None, **member_options: Any) -> None:
+        """``member_options`` reach every member that takes them (``agent`` for amc and purl)."""
         from autoprune.searchers import make_searcher
 
         super().__init__()
         self.config = config or PortfolioConfig()
-        self._members = {n: _Member(n, make_searcher(n), i) for i, n in enumerate(self.config.members)}
+        self._members = {n: _Member(n, make_searcher(n, **member_options), i) for i, n in enumerate(self.config.members)}
         fidelities = {m.searcher.probe_fidelity for m in self._members.values()} - {None}
         if len(fidelities) > 1:
             raise UserError(f"portfolio: members score probes at different fidelities ({', '.join(sorted(fidelities))})")
