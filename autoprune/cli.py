@@ -98,20 +98,22 @@ METAVARS = {
     "time_limit": "SECONDS",
 }
 DESCRIPTION = """\
-Search how much to prune each group of coupled channels so that the model meets the
-budget, then fine-tune, export and report the most accurate policy found."""
+Search how much to prune each group of coupled channels so that the model
+meets the budget, then fine-tune, export and report the best policy found."""
 EXAMPLES = """\
 examples:
-  autoprune search          # ResNet-20 on digits at half its latency: TPE, 20 trials
-  autoprune search --target macs --budget 0.4 --searcher knapsack --run-dir runs/macs40
-  autoprune search --target latency --budget 4ms --model torchvision:resnet18 \\
-      --checkpoint resnet18.pt --data imagefolder:/data/my_images --image-size 224
+  autoprune search              # ResNet-20 on digits, half its latency, TPE
+  autoprune search --target macs --budget 0.4 --searcher knapsack \\
+      --run-dir runs/macs40
+  autoprune search --target latency --budget 4ms \\
+      --model torchvision:resnet18 --checkpoint resnet18.pt \\
+      --data imagefolder:/data/my_images --image-size 224
   autoprune search --study studies/digits_resnet20_latency.yaml --seed 1
-  autoprune search --run-dir runs/macs40 --resume --trials 40    # 40 trials in all
+  autoprune search --run-dir runs/macs40 --resume --trials 40   # 40 in all
 
-Names (searcher, model, data, fidelity, space, ...) are checked before any work starts.
-The run directory holds study.db (optuna-dashboard sqlite:///DIR/study.db), policy.yaml,
-model.pt, summary.json and report.md.
+Names (searcher, model, data, fidelity, space, ...) are checked before any
+work starts. The run directory holds study.db (optuna-dashboard
+sqlite:///DIR/study.db), policy.yaml, model.pt, summary.json and report.md.
 """
 
 

@@ -161,10 +161,11 @@ def test_search_help_groups_the_flags_and_says_each_default_once(capsys, monkeyp
     from autoprune.cli import GROUPS
     from autoprune.settings import FIELDS
 
-    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("COLUMNS", "80")
     with pytest.raises(SystemExit):
         main(["search", "--help"])
     out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 80  # the examples and description too
     grouped = [name for names in GROUPS.values() for name in names]
     assert sorted(grouped) == sorted(FIELDS)  # every setting in exactly one group
     for title in ("target and budget:", "model and data:", "search:", "scoring:", "execution:", "output and storage:"):
