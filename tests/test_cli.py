@@ -177,7 +177,8 @@ def test_search_help_groups_the_flags_and_says_each_default_once(capsys, monkeyp
         flag = "--" + name.replace("_", "-")
         block = next(b for b in blocks if b.startswith(flag + " ") or b.startswith(flag + "\n"))
         assert block.count("(default:") == (0 if name == "resume" else 1), block
-    assert "(default: the run directory's name" in out and "(default: the data's)" in out
+    words = " ".join(out.split())
+    assert "(default: the run directory's name" in words and "(default: the data's)" in words
 
 
 @pytest.mark.parametrize(
