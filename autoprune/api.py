@@ -129,7 +129,7 @@ def live_task(model: nn.Module | None, data: Any, settings: SearchSettings, *, e
         if settings.checkpoint is not None:
             load_checkpoint(dense, settings.checkpoint, spec=settings.model)
         else:
-            _dense_model(recipe, splits, dense, progress=True)
+            _dense_model(recipe, splits, dense, progress=True, device=settings.device)
     else:
         dense = copy.deepcopy(model)
     dense.eval()

@@ -60,6 +60,8 @@ HELP = {
     "workers": "trials run at once",
     "threads": "CPU threads per trial for training",
     "ray_address": "join this Ray cluster",
+    "device": "where dense training, fine-tunes and evaluation run: auto (CUDA when present) | cpu | cuda[:N]",
+    "latency_device": "the deploy device latency is read on: cpu | cuda[:N] (need not be the training device)",
     "run_dir": "where the study, policy, model and report go",
     "storage": "an Optuna storage: an SQLAlchemy URL, or a journal file (journal:PATH or a path ending in "
                ".journal); several searches may share one",
@@ -82,11 +84,12 @@ DEFAULT_WORDS = {
     "cache_dir": "$AUTOPRUNE_CACHE or ~/.cache/autoprune",
 }
 GROUPS = {
-    "target and budget": ("target", "budget", "latency_batch", "latency_threads", "latency_warmup", "latency_repeats"),
+    "target and budget": ("target", "budget", "latency_device", "latency_batch", "latency_threads", "latency_warmup",
+                          "latency_repeats"),
     "model and data": ("model", "data", "checkpoint", "image_size", "dense_epochs", "train_limit", "val_limit"),
     "search": ("searcher", "agent", "trials", "time_limit", "space", "granularity", "seed", "resume"),
     "scoring": ("fidelity", "rungs", "criterion", "final_steps", "feature_distill", "lr"),
-    "execution": ("executor", "workers", "threads", "ray_address"),
+    "execution": ("device", "executor", "workers", "threads", "ray_address"),
     "output and storage": ("run_dir", "storage", "study_name", "cache_dir"),
 }
 # Placeholders in the help (argparse's default, the flag's name in capitals, is long for some).
@@ -95,7 +98,7 @@ METAVARS = {
     "space": "RULES", "granularity": "KIND", "searcher": "NAME", "agent": "NAME", "fidelity": "F",
     "rungs": "F,F,...", "criterion": "NAME", "executor": "NAME", "ray_address": "ADDRESS", "run_dir": "DIR",
     "storage": "URL", "study_name": "NAME", "cache_dir": "DIR", "lr": "LR", "feature_distill": "WEIGHT",
-    "time_limit": "SECONDS",
+    "time_limit": "SECONDS", "device": "DEVICE", "latency_device": "DEVICE",
 }
 DESCRIPTION = """\
 Search how much to prune each group of coupled channels so that the model

@@ -175,13 +175,13 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
             seed=settings.seed, cache_dir=settings.cache_dir, dense_epochs=settings.dense_epochs,
             train_limit=settings.train_limit, val_limit=settings.val_limit,
         )
-        task = load_task(recipe, progress=True)
+        task = load_task(recipe, progress=True, device=settings.device)
     if len(task.data.val) < MIN_VAL_IMAGES:
         log(f"warning: the validation split has {len(task.data.val)} images (fewer than {MIN_VAL_IMAGES}); "
             "candidates' accuracies will differ by noise as much as by merit")
     space = SearchSpace.from_model(task.model, task.example_inputs(), rules)
     cost = CostSettings(task.input_shape, batch_size=settings.latency_batch, threads=settings.latency_threads,
-                        warmup=settings.latency_warmup, repeats=settings.latency_repeats)
+                        warmup=settings.latency_warmup, repeats=settings.latency_repeats, device=settings.latency_device)
     dense = measure_costs(task.model, cost, latency=False)
     dense["latency_ms"] = steady_latency(task.model, cost)  # a fraction budget's limit derives from it
     limit = budget.limit(dense[budget.metric])
@@ -191,6 +191,7 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
         distill=DistillConfig(lr=settings.lr, feature_weight=settings.feature_distill),
         final_steps=settings.final_steps,
         threads=threads,
+        device=settings.device,
         evaluate=evaluate,
         finetune=finetune,
     )

@@ -41,10 +41,12 @@ class SearchSettings:
     latency_threads: int = 1
     latency_warmup: int = 10
     latency_repeats: int = 30
+    latency_device: str = "cpu"
     executor: str = "inline"
     workers: int = 1
     threads: int | None = None
     ray_address: str | None = None
+    device: str = "auto"
     seed: int = 0
     run_dir: str | None = None
     storage: str | None = None
@@ -192,7 +194,20 @@ def _space_problem(name: str) -> str:
     return ""
 
 
+def _device_problem(spec: str) -> str:
+    from autoprune.device import spec_problem
+
+    return spec_problem(spec)
+
+
+def _latency_device_problem(spec: str) -> str:
+    if spec == "auto":
+        return "the deploy device latency is read on is cpu or cuda[:N], not auto"
+    return _device_problem(spec)
+
+
 NAME_CHECKS = {
+    "device": _device_problem, "latency_device": _latency_device_problem,
     "searcher": _searcher_problem, "target": _target_problem, "fidelity": _fidelity_problem,
     "rungs": _rungs_problem, "model": _model_problem, "data": _data_problem, "space": _space_problem,
 }

@@ -135,6 +135,7 @@ def train_dense(
     description: str = "training",
     resume_state: dict[str, Any] | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    device: str = "cpu",
 ) -> nn.Module:
     """Train ``model`` in place on ``split`` (default: train) and return it in eval mode.
 
@@ -146,8 +147,17 @@ def train_dense(
     model, optimizer and schedule state; passing that ``state`` back as ``resume_state``
     continues from the next epoch with the same batches, so an interrupted run ends where an
     uninterrupted one would.
+
+    On a CUDA ``device`` (``autoprune.device``) the split and the model move there for the
+    training, forward passes run in bfloat16 autocast, and the model comes back to the CPU.
     """
+    from autoprune.device import autocast, resolve
+
+    where = resolve(device)
     split = data.train if split is None else split
+    if where.type != "cpu":
+        split = Split(split.images.to(where), split.labels.to(where))
+        model.to(where)
     if len(split) == 0:
         raise UserError("cannot train on an empty split")
     drop_last = len(split) >= 2 * batch_size
@@ -179,7 +189,9 @@ def train_dense(
                 augment=data.augment,
                 drop_last=drop_last,
             ):
-                loss = F.cross_entropy(model(x), y)
+                with autocast(where):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -189,7 +201,7 @@ def train_dense(
                 state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                          "schedule": sched.state_dict(), "epochs_done": epoch + 1}
                 on_epoch(epoch + 1, state)
-    return model.eval()
+    return model.to("cpu").eval()
 
 
 @contextlib.contextmanager
@@ -241,8 +253,9 @@ def _data_fingerprint(data: DataSplits) -> str:
     return h.hexdigest()
 
 
-def training_key(recipe: TaskRecipe, data: DataSplits) -> str:
-    """12 hex digits over everything that affects the trained dense weights."""
+def training_key(recipe: TaskRecipe, data: DataSplits, device: str = "cpu") -> str:
+    """12 hex digits over everything that affects the trained dense weights (a CUDA training,
+    in bfloat16 autocast, is not the CPU's: it gets a key of its own; the CPU's keys are as ever)."""
     fields = {
         "format": TRAIN_FORMAT,
         "model": recipe.model,
@@ -253,15 +266,17 @@ def training_key(recipe: TaskRecipe, data: DataSplits) -> str:
         "train_limit": recipe.train_limit,
         "train_data": _data_fingerprint(data),
     }
+    if not device.startswith("cpu"):
+        fields["device"] = device.partition(":")[0]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def dense_cache_path(recipe: TaskRecipe, data: DataSplits) -> Path:
+def dense_cache_path(recipe: TaskRecipe, data: DataSplits, device: str = "cpu") -> Path:
     """``<cache_dir>/dense/<model>-<dataname>-<hash12>.pt``."""
     kind, _, where = data.name.partition(":")
     dataname = f"{kind}-{Path(where).name}" if where else kind
     stem = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{recipe.model}-{dataname}")
-    return cache_dir(recipe) / "dense" / f"{stem}-{training_key(recipe, data)}.pt"
+    return cache_dir(recipe) / "dense" / f"{stem}-{training_key(recipe, data, device)}.pt"
 
 
 @contextlib.contextmanager
@@ -316,10 +331,11 @@ def register_task(task: Task) -> None:
     _TASKS[task.recipe] = task
 
 
-def load_task(recipe: TaskRecipe, *, progress: bool = False) -> Task:
+def load_task(recipe: TaskRecipe, *, progress: bool = False, device: str = "cpu") -> Task:
     """Build (once per process) the task described by ``recipe``; see the module docstring.
 
     The returned Task is shared by every caller in this process: copy its model before pruning.
+    ``device`` is where a missing dense model is trained (the task itself lives on the CPU).
     """
     cached = _TASKS.get(recipe)
     if cached is not None:
@@ -346,17 +362,19 @@ def load_task(recipe: TaskRecipe, *, progress: bool = False) -> Task:
         model.eval()
         val_acc, test_acc = accuracy(model, data, data.val), accuracy(model, data, data.test)
     else:
-        val_acc, test_acc = _dense_model(recipe, data, model, progress)
+        val_acc, test_acc = _dense_model(recipe, data, model, progress, device)
     task = Task(recipe, model.eval(), data, (c, h, w), val_acc, test_acc)
     _TASKS[recipe] = task
     return task
 
 
 def _dense_model(
-    recipe: TaskRecipe, data: DataSplits, model: nn.Module, progress: bool
+    recipe: TaskRecipe, data: DataSplits, model: nn.Module, progress: bool, device: str = "cpu"
 ) -> tuple[float, float]:
     """Load the cached dense weights into ``model``, or train and cache them; (val, test) acc."""
-    path = dense_cache_path(recipe, data)
+    from autoprune.device import resolve
+
+    path = dense_cache_path(recipe, data, str(resolve(device)))
     epochs = dense_epochs(recipe, data)
     initial = copy.deepcopy(model.state_dict())
     with _file_lock(path.with_name(path.name + ".lock")):
@@ -376,6 +394,7 @@ def _dense_model(
                 seed=recipe.seed,
                 progress=progress,
                 description=f"training {recipe.model}",
+                device=device,
             )
             blob = {
                 "state_dict": model.state_dict(),

@@ -19,6 +19,7 @@ import torch
 
 from autoprune.costs import CostSettings, measure_costs
 from autoprune.costs.latency import LatencyCost, anchored_reading, thread_count
+from autoprune.device import on_device, placed, resolve, synchronize
 from autoprune.errors import UserError
 from autoprune.evaluators import DistillConfig, distill, parse_fidelity, recalibrate_bn
 from autoprune.model_io import architecture
@@ -42,6 +43,8 @@ class ScoringConfig:
             same accuracies for the same seed.
         evaluate: a user's score of a model, higher is better (``autoprune.search(evaluate=...)``),
             recorded as the trial's ``val_accuracy`` in place of top-1 accuracy on the val split.
+        device: where fine-tunes and evaluation run (``autoprune.device``: auto, cpu, cuda[:N]);
+            resolved in the worker, so ``auto`` means that worker's own CUDA device when it has one.
         finetune: a user's training loop, ``finetune(student, teacher, steps)``, run in place of
             distillation after adaptive-BN recalibration; ``teacher`` is the shared dense model.
     """
@@ -51,6 +54,7 @@ class ScoringConfig:
     bn_batches: int = 20
     final_steps: int = 600
     threads: int = 1
+    device: str = "cpu"
     evaluate: Callable[[torch.nn.Module], float] | None = None
     finetune: Callable[[torch.nn.Module, torch.nn.Module, int], Any] | None = None
 
@@ -191,15 +195,19 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
                 timings["total_s"] = time.perf_counter() - started
                 return TrialOutcome(request.number, {**metrics, **timings}, True, constraint, timings)
 
-        tick = time.perf_counter()
-        loss = fine_tune(model, task, request.scoring, fidelity.steps, request.seed)
-        timings["finetune_s"] = time.perf_counter() - tick
+        device = resolve(request.scoring.device)
+        work = on_device(task, device)  # the dense model and data moved once per worker
+        with placed(model, device):
+            tick = time.perf_counter()
+            loss = fine_tune(model, work, request.scoring, fidelity.steps, request.seed)
+            synchronize(device)
+            timings["finetune_s"] = time.perf_counter() - tick
 
-        tick = time.perf_counter()
-        metrics["val_accuracy"] = score(model, task, request.scoring)
-        if fidelity.final:
-            metrics["test_accuracy"] = accuracy(model, task.data, task.data.test)
-        timings["evaluate_s"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            metrics["val_accuracy"] = score(model, work, request.scoring)
+            if fidelity.final:
+                metrics["test_accuracy"] = accuracy(model, work.data, work.data.test)
+            timings["evaluate_s"] = time.perf_counter() - tick
 
     if request.save_to:
         save_slimmed(

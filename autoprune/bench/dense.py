@@ -35,6 +35,7 @@ class TrainSpec:
     train_limit: int | None = None
     cache_dir: str | None = None
     threads: int | None = None
+    device: str = "auto"  # not a resume field: the saved state continues on any device
 
 
 def sidecar_path(checkpoint: Path) -> Path:
@@ -106,9 +107,11 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
     import torch
 
     from autoprune.data import load_data
+    from autoprune.device import resolve
     from autoprune.models import build_model
     from autoprune.task import accuracy, train_dense
 
+    resolve(spec.device)  # a bad --device fails before the data is read
     if spec.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {spec.epochs}")
     if spec.threads is not None and spec.threads < 1:
@@ -132,14 +135,14 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
 
     train_dense(model, data, epochs=spec.epochs, seed=spec.seed, batch_size=spec.batch_size, lr=spec.lr,
                 progress=True, description=f"training {spec.model}",
-                resume_state=saved["state"] if saved else None, on_epoch=checkpoint)
+                resume_state=saved["state"] if saved else None, on_epoch=checkpoint, device=spec.device)
     seconds = earlier + time.perf_counter() - started
     record = {
         "command": command, "model": spec.model, "data": spec.data, "seed": spec.seed, "epochs": spec.epochs,
         "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size, "train_limit": spec.train_limit,
         "train_images": len(data.train), "val_images": len(data.val), "test_images": len(data.test),
         "val_accuracy": accuracy(model, data, data.val), "test_accuracy": accuracy(model, data, data.test),
-        "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+        "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(), "device": str(resolve(spec.device)),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": _versions(),
     }
     spec.out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ class CostSettings:
         threads: CPU threads during latency measurement (fixed, so runs compare).
         warmup: untimed forward passes before timing.
         repeats: timed forward passes; the median is reported.
+        device: the deploy device latency is read on (``--latency-device``: cpu, or cuda[:N], timed
+            with synchronisation); training may run elsewhere (``autoprune.device``).
     """
 
     input_shape: tuple[int, ...]
@@ -28,11 +30,13 @@ class CostSettings:
     threads: int = 1
     warmup: int = 10
     repeats: int = 30
+    device: str = "cpu"
 
     def describe(self) -> str:
         c, *hw = self.input_shape
         res = "x".join(map(str, hw))
-        return f"batch {self.batch_size}, {c}x{res} input, {self.threads} thread(s), median of {self.repeats}"
+        where = "" if self.device == "cpu" else f" on {self.device}"
+        return f"batch {self.batch_size}, {c}x{res} input, {self.threads} thread(s), median of {self.repeats}{where}"
 
 
 class CostModel(abc.ABC):

@@ -1,4 +1,5 @@
-"""Latency measured on this device: warm-up, a fixed thread count, the median of repeats."""
+"""Latency measured on the deploy device (the CPU, or a CUDA device timed with synchronisation):
+warm-up, a fixed thread count, the median of repeats."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from autoprune.costs._base import CostModel, CostSettings
+from autoprune.device import synchronize
 
 
 @contextmanager
@@ -29,13 +31,21 @@ def time_forward(model: nn.Module, settings: CostSettings) -> list[float]:
     x = torch.randn(settings.batch_size, *settings.input_shape)
     was_training = model.training
     model.eval()
+    device = torch.device(settings.device)
+    timed = model
+    if device.type != "cpu":  # a copy on the deploy device; the caller's model stays where it is
+        import copy
+
+        timed, x = copy.deepcopy(model).to(device), x.to(device)
     times = []
     with thread_count(settings.threads), torch.inference_mode():
         for _ in range(settings.warmup):
-            model(x)
+            timed(x)
+        synchronize(device)
         for _ in range(settings.repeats):
             start = time.perf_counter()
-            model(x)
+            timed(x)
+            synchronize(device)
             times.append((time.perf_counter() - start) * 1e3)
     model.train(was_training)
     return times

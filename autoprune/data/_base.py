@@ -133,8 +133,8 @@ class DataSplits:
 
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """float32 images: (x / 255 - mean) / std per channel."""
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=images_uint8.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=images_uint8.device).view(1, -1, 1, 1)
         return (images_uint8.to(torch.float32).div_(255.0) - mean).div_(std)
 
     def with_limits(self, train_limit: int | None, val_limit: int | None, seed: int) -> DataSplits:

@@ -76,6 +76,9 @@ def distill(
     """Fine-tune ``student`` in place for ``steps`` batches; returns the mean loss of the last 10%."""
     if steps <= 0:
         return {}
+    from autoprune.device import autocast
+
+    device = next(student.parameters()).device
     teacher.eval()
     student.train()
     use_features = config.feature_weight > 0
@@ -93,9 +96,11 @@ def distill(
     try:
         for step in range(steps):
             x, y = next(batches)
-            with torch.no_grad():
-                t_logits = teacher(x)
-            s_logits = student(x)
+            with autocast(device):  # bfloat16 forward passes on CUDA; nothing changes on the CPU
+                with torch.no_grad():
+                    t_logits = teacher(x)
+                s_logits = student(x)
+            s_logits, t_logits = s_logits.float(), t_logits.float()  # the losses in float32
             kd = F.kl_div(F.log_softmax(s_logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean") * t * t
             loss = config.alpha * kd + (1 - config.alpha) * F.cross_entropy(s_logits, y)
             if s_taps is not None and t_taps is not None:
@@ -130,18 +135,19 @@ def _make_projections(
     for name, t_out in t_taps.outputs.items():
         s_out = s_taps.outputs.get(name)
         if s_out is not None and s_out.dim() == 4 and s_out.shape[1] != t_out.shape[1]:
-            projections[name.replace(".", "_")] = nn.Conv2d(s_out.shape[1], t_out.shape[1], 1, bias=False)
+            projections[name.replace(".", "_")] = nn.Conv2d(s_out.shape[1], t_out.shape[1], 1, bias=False).to(s_out.device)
 
 
 def _feature_loss(s_taps: _FeatureTaps, t_taps: _FeatureTaps, projections: nn.ModuleDict) -> torch.Tensor:
-    total = torch.zeros(())
+    total = torch.zeros((), device=next(iter(t_taps.outputs.values())).device) if t_taps.outputs else torch.zeros(())
     for name, t_out in t_taps.outputs.items():
         s_out = s_taps.outputs.get(name)
         if s_out is None or s_out.dim() != 4 or s_out.shape[2:] != t_out.shape[2:]:
             continue
         key = name.replace(".", "_")
+        s_out = s_out.float()  # bfloat16 under CUDA autocast; the projection and the loss in float32
         if key in projections:
             s_out = projections[key](s_out)
         if s_out.shape == t_out.shape:
-            total = total + F.mse_loss(s_out, t_out.detach())
+            total = total + F.mse_loss(s_out, t_out.detach().float())
     return total
