@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 _UNMAPPED = "_autoprune_unmapped"
 _RESHAPES = "_autoprune_reshapes"
 _RESHAPE_OPS = {"view", "reshape", "flatten", "unflatten"}
+# Indices Torch-Pruning's flatten mappings may produce while one group is built. A flatten maps a
+# channel to `stride` positions; in Swin's attention (relative position bias, shift-mask expand)
+# the walk passes such mappings again and again, multiplying the list without bound (over 16 GB
+# for one swin_t group). The largest legitimate use, VGG's 512 x 7 x 7 classifier input, is 25k.
+EXPANSION_LIMIT = 2_000_000
+_budget: list[int | None] = [None]
+
+
+class IndexExpansionError(RuntimeError):
+    """Torch-Pruning's index mapping for one group grew past ``EXPANSION_LIMIT``."""
 
 
 class _ReshapeRecorder(TorchFunctionMode):
@@ -84,6 +94,24 @@ def _install_reshape_guard() -> None:
     guarded._autoprune_guard = True  # type: ignore[attr-defined]
     index_mapping.update_reshape_index_mapping = guarded
 
+    flatten = index_mapping._FlattenIndexMapping
+    if getattr(flatten.__call__, "_autoprune_guard", False):
+        return
+    expand = flatten.__call__
+
+    def bounded(self: Any, idxs: Any) -> Any:
+        if _budget[0] is not None and not self.reverse:
+            _budget[0] -= len(idxs) * self._stride
+            if _budget[0] < 0:
+                raise IndexExpansionError(
+                    f"its index mapping through reshapes grows without bound (over {EXPANSION_LIMIT:,} "
+                    "indices; Torch-Pruning walks a flatten mapping again and again)"
+                )
+        return expand(self, idxs)
+
+    bounded._autoprune_guard = True  # type: ignore[attr-defined]
+    flatten.__call__ = bounded
+
 
 def build_graph(model: nn.Module, example_inputs: torch.Tensor) -> Any:
     """Torch-Pruning's dependency graph of ``model``; a failure is a UserError naming the layer."""
@@ -124,6 +152,11 @@ def all_groups(graph: Any, ignored: list[nn.Module]) -> tuple[list[Any], dict[nn
             continue
         try:
             group = root_group(graph, module, list(range(pruner.get_out_channels(module))))
+        except IndexExpansionError as exc:
+            failed[module] = f"Torch-Pruning cannot map its channels: {exc}"
+            continue
+        except MemoryError:
+            raise  # not a property of the layer: freezing it would make the outcome depend on RAM
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning's index mappings fail in many ways
             failed[module] = f"Torch-Pruning cannot map its channels ({type(exc).__name__}: {_first_line(exc)})"
             continue
@@ -135,9 +168,14 @@ def all_groups(graph: Any, ignored: list[nn.Module]) -> tuple[list[Any], dict[nn
 
 
 def root_group(graph: Any, root: nn.Module, idxs: list[int]) -> Any:
-    """The group that removing output channels ``idxs`` of ``root`` prunes."""
+    """The group that removing output channels ``idxs`` of ``root`` prunes (an
+    ``IndexExpansionError`` where Torch-Pruning's index mapping grows without bound)."""
     prune_fn = graph.get_pruner_of_module(root).prune_out_channels
-    return graph.get_pruning_group(root, prune_fn, idxs)
+    _budget[0] = EXPANSION_LIMIT
+    try:
+        return graph.get_pruning_group(root, prune_fn, idxs)
+    finally:
+        _budget[0] = None
 
 
 def is_depthwise(module: nn.Module) -> bool:
@@ -218,6 +256,8 @@ def forward_failure(model: nn.Module, example_inputs: torch.Tensor) -> str | Non
     try:
         with torch.no_grad():
             model(example_inputs)
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure of the user's forward is reported
         failed.append(f"in module {stack[-1] or '(top)'!r}" if stack else "")
         failed.append(f"{type(exc).__name__}: {_first_line(exc)}")
@@ -243,6 +283,8 @@ def _prune_breaks(model: nn.Module, example_inputs: torch.Tensor, slots: Sequenc
                     root_group(graph, modules[slot.name], drop).prune()
         failure = forward_failure(trial, example_inputs)
         return f"the pruned model's forward pass fails {failure}" if failure else None
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure to prune is a reason to freeze
         return f"pruning it fails ({type(exc).__name__}: {_first_line(exc)})"
     finally:

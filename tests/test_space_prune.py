@@ -183,3 +183,21 @@ def test_breaking_slot_frozen_with_one_warning_and_refused_when_forced(recwarn):
     with pytest.raises(UserError, match="forward pass fails .*freeze the slot") as info:
         apply_policy(model, forced, forced.uniform(0.5).__class__("f", (("conv", 0.5),)), x)
     assert "\n" not in str(info.value)
+
+
+def test_runaway_index_mapping_frozen_with_why(monkeypatch):
+    """Torch-Pruning's flatten mapping multiplies a group's index list by its stride at every
+    pass (Swin's attention walks it again and again: over 16 GB for one swin_t group); past
+    graph.EXPANSION_LIMIT indices the group is frozen, said why, instead of exhausting memory."""
+    from autoprune import graph
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(),
+                        nn.Linear(8 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+    x = torch.randn(1, 1, 4, 4)
+    assert "2" in SearchSpace.from_model(net, x).slot_names  # 8 x 16 indices: within the limit
+    monkeypatch.setattr(graph, "EXPANSION_LIMIT", 100)
+    with pytest.warns(UserWarning, match="grows without bound"):
+        space = SearchSpace.from_model(net, x)
+    assert "grows without bound" in space.frozen_reasons["2"]
+    assert {"0", "4"} <= set(space.slot_names)
