@@ -285,7 +285,7 @@ class Outcome:
     exact_slots: int
 
     def describe(self) -> str:
-        frozen = f", {len(self.frozen)} frozen ({'; '.join(f'{k}: {v}' for k, v in list(self.frozen.items())[:3])}{' ...' if len(self.frozen) > 3 else ''})" if self.frozen else ""
+        frozen = f", {len(self.frozen)} frozen ({'; '.join(f'{k}: {v}' for k, v in self.frozen.items())})" if self.frozen else ""
         return f"pass: {self.slots} slots, {self.exact_slots} checked against the exact reference{frozen}"
 
 
