@@ -142,7 +142,9 @@ def flag_help(name: str) -> str:
 def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", metavar="RECIPE", help="a study recipe (studies/*.yaml) holding any of the settings "
                    "below; flags given here override it")
-    for title, names in GROUPS.items():
+    grouped = {name for names in GROUPS.values() for name in names}
+    other = tuple(name for name in FIELDS if name not in grouped)  # a new setting is never left without a flag
+    for title, names in [*GROUPS.items(), *([("other", other)] if other else [])]:
         group = p.add_argument_group(title)
         for name in names:
             f = FIELDS[name]
