@@ -52,7 +52,7 @@ def search(model: nn.Module | str = "resnet20", data: Any = "digits", *, target:
     its flag's name (``fidelity="kd:30"``, ``final_steps=100``, ``seed=1``, ``run_dir=...``);
     an unknown or ill-typed one is a ``UserError`` naming it.
     """
-    from rich.console import Console
+    from autoprune.progress import make_console
 
     values = {"target": target, "budget": budget, "searcher": searcher, "trials": trials, **options}
     live_model = isinstance(model, nn.Module)
@@ -76,7 +76,7 @@ def search(model: nn.Module | str = "resnet20", data: Any = "digits", *, target:
     if live_model or not isinstance(data, str):
         task = live_task(model if live_model else None, data, settings, evaluate=evaluate, augment=augment)
         settings = settings.replace(model=task.recipe.model, data=task.recipe.data)
-    console = Console(stderr=True, quiet=not verbose, soft_wrap=True)
+    console = make_console(stderr=True, quiet=not verbose)
     return run_search(settings, console, "python: autoprune.search(...)", task=task, evaluate=evaluate, finetune=finetune,
                       table_to_stdout=False)
 

@@ -7,6 +7,7 @@ policy's final fine-tune, export and report (``autoprune.finalize``).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -248,7 +249,7 @@ def search_context(problem: Problem) -> SearchContext:
             if problem.budget.target == "latency":
                 estimator.append(build_lut(
                     task.model, space, task.example_inputs(), problem.cost, cache_dir=cache_dir(problem.recipe),
-                    seed=settings.seed, log=print,
+                    seed=settings.seed, log=lambda message: print(message, file=sys.stderr),
                 ))
             else:
                 layers = record_layers(task.model, space, task.example_inputs(), 1)
@@ -314,13 +315,11 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
     """The whole search of ``settings``, to a run directory; ``autoprune search`` and
     ``autoprune.search`` both come here. ``console`` (rich) gets the log and the progress bar; the
     final table goes to stdout for the CLI (the one output a script may want), else to ``console``."""
-    from rich.console import Console
-
     from autoprune.errors import EXIT_OVER_BUDGET
     from autoprune.executors import make_executor
     from autoprune.finalize import finalize, pick, write_summary
     from autoprune.model_io import load
-    from autoprune.progress import SearchProgress
+    from autoprune.progress import SearchProgress, make_console
     from autoprune.report import write_report
     from autoprune.runner import LoopConfig, replay, run_loop, scored_search_trials
     from autoprune.summary import build_summary, over_budget, print_summary
@@ -337,6 +336,9 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
         )
 
         rungs = parse_rungs(settings.rungs)
+    from autoprune.settings import resolve_run
+
+    settings = resolve_run(settings)  # the run directory and the study's name, once (the CLI's too)
     check_live_executor(settings, task, evaluate, finetune)
     preflight(settings)
     problem = build_problem(settings, log=console.print, task=task, evaluate=evaluate, finetune=finetune)
@@ -379,7 +381,7 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
     kept = problem.space.kept_widths(best.policy)
     dense_widths = {s.name: s.channels for s in problem.space.slots}
     report = write_report(problem.run_dir, summary, trials, final.trial, dense_widths, kept)
-    print_summary(Console(quiet=console.quiet) if table_to_stdout else console, summary)
+    print_summary(make_console(quiet=console.quiet) if table_to_stdout else console, summary)
     console.print(f"report: {report}\npolicy: {final.policy_path}\nmodel: {final.model_path}")
     over = over_budget(summary)
     if over:

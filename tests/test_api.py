@@ -122,6 +122,7 @@ def test_evaluate_and_finetune_hooks_score_every_trial(tmp_path):
     result = autoprune.search(original, digits_datasets(), target="macs", budget=0.7, trials=2, fidelity="kd:4",
                               final_steps=6, evaluate=evaluate, finetune=finetune, run_dir=str(tmp_path / "r"),
                               verbose=False)
+    assert result.study.study_name == "r"  # named after its run directory, as the CLI's are
     scored = [t for t in result.study.get_trials() if t.state.name == "COMPLETE"]
     assert {t.values[0] for t in scored} == {0.25}  # the user's score is what the search maximised
     assert calls["finetune"] == [4, 4, 6] and calls["evaluate"] >= 4  # dense, two trials, the final one
