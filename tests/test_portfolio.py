@@ -253,3 +253,14 @@ def test_member_options_reach_the_members_and_bench_names_a_chosen_portfolio():
     assert chosen == ("random", "portfolio:tpe+knapsack", "uniform")
     with pytest.raises(UserError, match="nope"):
         bench_searchers("random,portfolio:tpe+nope", searcher_names())
+
+
+def test_an_rl_member_says_when_it_is_warming_up():
+    from autoprune.searchers import make_searcher
+
+    amc = make_searcher("amc")
+    assert amc.warming_up is False  # not set up: nothing to warm up yet
+    amc.setup(ToyProblem.make(seed=0).context())
+    assert amc.warming_up and amc.warmup >= 3
+    amc.episodes = amc.warmup
+    assert not amc.warming_up

@@ -148,6 +148,11 @@ class AMCSearcher(Searcher):
         })
 
     # -- playing ---------------------------------------------------------------------------------------
+    @property
+    def warming_up(self) -> bool:
+        """Still in AMC's random warm-up episodes (a portfolio judges a member only after them)."""
+        return getattr(self, "warmup", 0) > getattr(self, "episodes", 0)
+
     def noise(self) -> float:
         """The exploration noise of the next learning episode."""
         return self.config.noise_start * self.decay ** max(0, self.episodes - self.warmup)
