@@ -77,22 +77,29 @@ def warn_once(message: str) -> None:
 
 
 def _install_reshape_guard() -> None:
-    """Wrap Torch-Pruning's reshape index mapping so a reshape it cannot map is recorded on the
-    graph (and its groups frozen by the caller) instead of raising ZeroDivisionError."""
+    """Wrap Torch-Pruning's reshape and concat index mappings so one it cannot map is recorded on
+    the graph (and its groups frozen by the caller) instead of ending the build: a reshape raises
+    ZeroDivisionError (ShuffleNet's shuffle), a concat whose input widths it cannot infer sums a
+    None (TypeError: Swin-S's patch merging, 18 blocks deep), and its flatten mappings can grow
+    without bound (``EXPANSION_LIMIT``)."""
     from torch_pruning.dependency import index_mapping
 
-    original = index_mapping.update_reshape_index_mapping
-    if getattr(original, "_autoprune_guard", False):
-        return
+    def guard(name: str, errors: tuple[type[Exception], ...]) -> None:
+        original = getattr(index_mapping, name)
+        if getattr(original, "_autoprune_guard", False):
+            return
 
-    def guarded(graph: Any, node: Any) -> None:
-        try:
-            original(graph, node)
-        except ZeroDivisionError:
-            graph.__dict__.setdefault(_UNMAPPED, set()).add(node)
+        def guarded(graph: Any, node: Any) -> None:
+            try:
+                original(graph, node)
+            except errors:
+                graph.__dict__.setdefault(_UNMAPPED, set()).add(node)
 
-    guarded._autoprune_guard = True  # type: ignore[attr-defined]
-    index_mapping.update_reshape_index_mapping = guarded
+        guarded._autoprune_guard = True  # type: ignore[attr-defined]
+        setattr(index_mapping, name, guarded)
+
+    guard("update_reshape_index_mapping", (ZeroDivisionError,))
+    guard("update_concat_index_mapping", (TypeError,))
 
     flatten = index_mapping._FlattenIndexMapping
     if getattr(flatten.__call__, "_autoprune_guard", False):
@@ -209,8 +216,8 @@ def channel_groups(graph: Any, group: Any) -> int:
 
 
 def unmapped_reshape(graph: Any, group: Any) -> str | None:
-    """Where the group passes a reshape Torch-Pruning could not map or that re-lays channels
-    (its channels would be mis-indexed there), else None."""
+    """Where the group passes a reshape or concat Torch-Pruning could not map, or a reshape that
+    re-lays channels (its channels would be mis-indexed there), else None."""
     bad = graph.__dict__.get(_UNMAPPED, set())
     shapes = graph.__dict__.get(_RESHAPES, {})
     for item in group.items:

@@ -196,7 +196,7 @@ class SearchSpace:
             if root is None:
                 continue
             where = unmapped_reshape(graph, group)
-            reason = f"its channels pass a reshape Torch-Pruning cannot map ({where})" if where else None
+            reason = f"its channels pass a reshape or concat Torch-Pruning cannot map ({where})" if where else None
             near = [names[i.dep.target.module] for i in group.items
                     if i.dep.target.module in failed and graph.is_out_channel_pruning_fn(i.dep.handler)]
             if near and reason is None:

@@ -201,3 +201,29 @@ def test_runaway_index_mapping_frozen_with_why(monkeypatch):
         space = SearchSpace.from_model(net, x)
     assert "grows without bound" in space.frozen_reasons["2"]
     assert {"0", "4"} <= set(space.slot_names)
+
+
+class _Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a, self.b = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 4, 1), nn.Conv2d(8, 6, 1)
+        self.mix, self.fc = nn.Conv2d(10, 8, 3, padding=1), nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x).relu()
+        return self.fc(self.mix(torch.cat([self.a(x), self.b(x)], dim=1)).mean((2, 3)))
+
+
+def test_concat_of_unknown_widths_frozen_not_refused(monkeypatch):
+    """Where Torch-Pruning cannot infer a concat's input widths it sums a None and the whole
+    graph build fails (Swin-S's patch merging); the groups through that concat are frozen."""
+    from torch_pruning.dependency import shape_infer
+
+    torch.manual_seed(0)
+    net, x = _Concat().eval(), torch.randn(1, 1, 8, 8)
+    monkeypatch.setattr(shape_infer, "infer_channels_between", lambda *_: None)
+    with pytest.warns(UserWarning, match="slot\\(s\\) frozen"):
+        space = SearchSpace.from_model(net, x)
+    assert set(space.slot_names) == {"stem", "mix"}  # 'a' and 'b' meet in the concat: one group
+    (why,) = space.frozen_reasons.values()
+    assert "concat" in why and "_ConcatOp" in why
