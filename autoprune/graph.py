@@ -150,6 +150,27 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor) -> Any:
 def all_groups(graph: Any, ignored: list[nn.Module]) -> tuple[list[Any], dict[nn.Module, str]]:
     """Every prunable group (as Torch-Pruning's ``get_all_groups``), and the roots whose group
     Torch-Pruning fails to build (root -> why) instead of one failure ending the enumeration."""
+    with _mapped_once(graph):
+        return _enumerate_groups(graph, ignored)
+
+
+@contextmanager
+def _mapped_once(graph: Any) -> Iterator[None]:
+    """Torch-Pruning re-derives every index mapping at each group build, since channels change as
+    layers are pruned; while nothing is pruned, one derivation serves every group (for Swin it is
+    most of the time: deep channel inference at every reshape, for every group)."""
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_index_mapping
+    original(graph)
+    index_mapping.update_index_mapping = lambda g: None if g is graph else original(g)
+    try:
+        yield
+    finally:
+        index_mapping.update_index_mapping = original
+
+
+def _enumerate_groups(graph: Any, ignored: list[nn.Module]) -> tuple[list[Any], dict[nn.Module, str]]:
     groups, failed, visited = [], {}, set()
     for module in list(graph.module2node):
         if module in ignored or not isinstance(module, (nn.Conv2d, nn.Linear)) or module in visited:
