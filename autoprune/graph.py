@@ -10,7 +10,6 @@ Torch-Pruning's own ``BasePruner`` does: prune the same positions in every chann
 
 from __future__ import annotations
 
-import copy
 import gc
 import math
 import traceback
@@ -297,35 +296,54 @@ def forward_failure(model: nn.Module, example_inputs: torch.Tensor) -> str | Non
 
 
 def _prune_breaks(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> str | None:
-    """Why pruning ``slots`` at their largest ratios (on a copy) breaks the model, else None."""
-    trial = copy.deepcopy(model)
-    modules = dict(trial.named_modules())
+    """Why pruning ``slots`` at their largest ratios breaks the model, else None. The model is
+    pruned in place and put back as it was (``_undone``), so no copy of it is made."""
     graph = None
+    with _undone(model):
+        try:
+            modules = dict(model.named_modules())
+            graph = build_graph(model, example_inputs)
+            with torch.no_grad():
+                for slot in slots:
+                    kept = slot.kept(slot.choices[-1])
+                    if kept < slot.channels:
+                        drop = grouped_drop(torch.arange(slot.channels), slot.channels - kept, slot.groups)
+                        root_group(graph, modules[slot.name], drop).prune()
+            failure = forward_failure(model, example_inputs)
+            return f"the pruned model's forward pass fails {failure}" if failure else None
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to prune is a reason to freeze
+            return f"pruning it fails ({type(exc).__name__}: {_first_line(exc)})"
+        finally:
+            # a graph is a web of cycles holding the traced activations and the pruned tensors:
+            # free each at once, or a bisection over many slots piles them up
+            del graph
+            gc.collect()
+
+
+@contextmanager
+def _undone(model: nn.Module) -> Iterator[None]:
+    """Every module's attributes, parameters, buffers and children put back as they were on
+    leaving the block. Torch-Pruning prunes by replacing tensors and setting attributes
+    (``out_channels``, ``normalized_shape``, ...), never by writing into a tensor, so this
+    undoes a pruning exactly, and tracing's ``model.eval()`` too."""
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in model.modules()]
     try:
-        graph = build_graph(trial, example_inputs)
-        with torch.no_grad():
-            for slot in slots:
-                kept = slot.kept(slot.choices[-1])
-                if kept < slot.channels:
-                    drop = grouped_drop(torch.arange(slot.channels), slot.channels - kept, slot.groups)
-                    root_group(graph, modules[slot.name], drop).prune()
-        failure = forward_failure(trial, example_inputs)
-        return f"the pruned model's forward pass fails {failure}" if failure else None
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to prune is a reason to freeze
-        return f"pruning it fails ({type(exc).__name__}: {_first_line(exc)})"
+        yield
     finally:
-        # a graph is a web of cycles holding the traced activations: free each copy at once,
-        # or a bisection over many slots piles them up until the next full collection
-        del trial, modules, graph
-        gc.collect()
+        for m, attrs, params, buffers, children in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+            for live, was in ((m._parameters, params), (m._buffers, buffers), (m._modules, children)):
+                live.clear()
+                live.update(was)
 
 
 def breaking_slots(model: nn.Module, example_inputs: torch.Tensor, slots: Sequence[Slot]) -> dict[str, str]:
     """Slots whose pruning breaks the model, found by bisection: name -> why.
 
-    Every slot is pruned at its largest ratio on a copy, once; only if that fails are the
+    Every slot is pruned at its largest ratio (in place, then undone), once; only if that fails are the
     culprits looked for, so a model that prunes cleanly costs one graph build and forward pass.
     """
     active, found = list(slots), {}

@@ -227,3 +227,17 @@ def test_concat_of_unknown_widths_frozen_not_refused(monkeypatch):
     assert set(space.slot_names) == {"stem", "mix"}  # 'a' and 'b' meet in the concat: one group
     (why,) = space.frozen_reasons.values()
     assert "concat" in why and "_ConcatOp" in why
+
+
+def test_breaking_slot_probe_leaves_the_model_as_it_was():
+    """The probe prunes the model itself (no copy) and undoes it: same tensors, widths, mode."""
+    from autoprune.graph import breaking_slots
+    from autoprune.space import Slot
+
+    model, x = _Hidden().train(), torch.randn(1, 3, 4, 4)
+    tensors = {k: v for k, v in model.state_dict(keep_vars=True).items()}
+    widths = [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert "conv" in breaking_slots(model, x, [Slot("conv", 8, (0.0, 0.5))])
+    assert all(v is tensors[k] for k, v in model.state_dict(keep_vars=True).items())
+    assert widths == [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert model.training
