@@ -8,6 +8,7 @@ rebuilds the original architecture, replays the history and loads tensors with
 from __future__ import annotations
 
 import copy
+import gc
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,8 @@ def apply_policy(
         with user_errors(f"pruning slot {name!r} (freeze it through --space to go on)"):
             root_group(graph, root, idxs).prune()
     model.zero_grad(set_to_none=True)
+    history = [list(h) for h in graph.pruning_history()]
+    _free(graph)
     failure = forward_failure(model, example_inputs)
     if failure:
         pruned = ", ".join(repr(n) for n, _, _ in plans)
@@ -99,7 +102,14 @@ def apply_policy(
             f"the pruned model's forward pass fails {failure}; freeze the slot feeding that module "
             f"through --space (pruned here: {pruned})"
         )
-    return model, [list(h) for h in graph.pruning_history()]
+    return model, history
+
+
+def _free(graph: Any) -> None:
+    """Collect a used graph now: its cycles hold the traced activations and, through autograd, the
+    dense tensors pruning replaced (a model's worth of weights) until the next full collection."""
+    del graph
+    gc.collect()
 
 
 def kept_widths(model: nn.Module, space: SearchSpace) -> dict[str, int]:
@@ -169,4 +179,5 @@ def load_slimmed(path: str | Path, dense_model: nn.Module) -> nn.Module:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match the replayed pruning ({str(exc).splitlines()[0]})") from exc
+    _free(graph)
     return model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import torch
 from torch import nn
 
@@ -17,6 +19,7 @@ def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[f
     with torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
     model.train(was_training)
+    gc.collect()  # the counter's deep copy of the model lives in reference cycles until collected
     return float(macs), float(params)
 
 
