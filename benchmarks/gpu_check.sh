@@ -17,18 +17,18 @@ if [[ "${1:-}" == "--wheels" ]]; then  # the packages the GPU image lacks (pytho
         Deprecated==1.3.1 moocore==0.3.2 stable_baselines3==2.9.2 gymnasium==1.4.0 farama-notifications
     exit $?
 fi
-OUT="${OUT:-/tmp/gpu_out}"; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+WORK="$(mktemp -d)"; OUT="${OUT:-$WORK/out}"; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl || exit 1
+export PYTHONPATH="$WORK/site:$PWD" PYTHONUNBUFFERED=1 WORK
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_device.py 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
 for device in cuda cpu; do
     timeout 150 python3 -m autoprune.cli search --target latency --budget 0.5 --trials 8 --device "$device" \
-        --run-dir "/tmp/run-$device" --cache-dir /tmp/cache > "$OUT/default_$device.log" 2>&1
+        --run-dir "$WORK/run-$device" --cache-dir "$WORK/cache" > "$OUT/default_$device.log" 2>&1
     echo "default job on $device: exit $?"
     python3 - "$device" <<'PY' | tee -a "$OUT/per_trial.txt"
-import json, sys
-s = json.load(open(f"/tmp/run-{sys.argv[1]}/summary.json"))
+import json, os, sys
+s = json.load(open(f"{os.environ['WORK']}/run-{sys.argv[1]}/summary.json"))
 print(sys.argv[1], "phase medians (s):", {k: round(v, 2) for k, v in s["phase_medians"].items()},
       "test acc", s["final"]["test_accuracy"], "dense", s["dense_test_accuracy"])
 PY
