@@ -187,7 +187,8 @@ def bench(tmp_path_factory):
     out = root / "report" / "BENCHMARKS.md"
     argv = ["bench", "--quick", "--data-root", str(root / "data"), "--study", str(recipe),
             "--searchers", "random,uniform,broken", "--out", str(out), "--runs-dir", str(root / "runs"),
-            "--cache-dir", cache, "--executors", "inline", "--time-limit", "5", "--fidelity-policies", "4",
+            # 20 s of equal time: at 5 s a loaded machine's first uniform trial could come after the cutoff
+            "--cache-dir", cache, "--executors", "inline", "--time-limit", "20", "--fidelity-policies", "4",
             "--throughput-trials", "1", "--set", "trials=2", "--set", "final_steps=3", "--set", "threads=1"]
     with registered_broken():
         assert main(argv) == 0
