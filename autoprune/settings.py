@@ -96,17 +96,22 @@ DATA_KINDS = ("digits", "cifar10", "imagefolder")  # autoprune.data.load_data's 
 
 # -- names: what is wrong with a value ('' when nothing), each importing its registry only when
 # called, so a typo is refused before any data is loaded, model trained or run directory made.
+def _refusal(parse: Any, value: str) -> str:
+    """The UserError ``parse(value)`` raises, as a problem string ('' when it accepts the value)."""
+    try:
+        parse(value)
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
 def _searcher_problem(name: str) -> str:
     from autoprune.searchers import searcher_names
     from autoprune.searchers.portfolio import PortfolioConfig
 
     base, colon, members = name.partition(":")
     if colon and base == "portfolio":  # portfolio:tpe,knapsack
-        try:
-            PortfolioConfig.from_spec(members)
-        except UserError as exc:
-            return str(exc)
-        return ""
+        return _refusal(PortfolioConfig.from_spec, members)
     if name in searcher_names():
         return ""
     return f"unknown searcher {name!r}; choose one of {', '.join(searcher_names())}, or portfolio:A,B,..."
@@ -121,11 +126,7 @@ def _target_problem(target: str) -> str:
 def _fidelity_problem(text: str) -> str:
     from autoprune.evaluators import parse_fidelity
 
-    try:
-        parse_fidelity(text)
-    except UserError as exc:
-        return str(exc)
-    return ""
+    return _refusal(parse_fidelity, text)
 
 
 def _rungs_problem(text: str) -> str:
@@ -187,11 +188,7 @@ def _space_problem(name: str) -> str:
     if not Path(name).suffix and not Path(name).exists() and not (SPACES_DIR / f"{name}.yaml").is_file():
         names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
         return f"no search space {name!r}: give a YAML file or one of {', '.join(names)}"
-    try:
-        load_rules(name)
-    except UserError as exc:
-        return str(exc)
-    return ""
+    return _refusal(load_rules, name)
 
 
 def _device_problem(spec: str) -> str:
