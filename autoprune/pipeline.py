@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -30,6 +30,9 @@ from autoprune.space import Policy, SearchSpace
 from autoprune.study import Ledger, default_storage
 from autoprune.task import Task, TaskRecipe, load_task
 from autoprune.trial import ScoringConfig, TrialRequest, slim
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -258,10 +261,16 @@ def search_context(problem: Problem) -> SearchContext:
 
     # Latency drifts with load, so the table is rescaled by what trials measure; counts do not.
     estimate = TrackedEstimate(raw_estimate, limit=problem.limit) if problem.budget.target == "latency" else raw_estimate
+
+    def calibration(n: int) -> torch.Tensor:
+        train = task.data.train.subset(min(n, len(task.data.train)), settings.seed)
+        return task.data.normalize(train.images)
+
     return SearchContext(
         space=space, target=problem.budget.target, metric=problem.metric, limit=problem.limit,
         dense_cost=problem.dense[problem.metric], seed=settings.seed, cost_of=cost_of, estimate=estimate,
         model=task.model, example_inputs=task.example_inputs(), run_dir=problem.run_dir, trials=settings.trials,
+        calibration=calibration,
     )
 
 

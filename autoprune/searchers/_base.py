@@ -47,6 +47,9 @@ class SearchContext:
         example_inputs: a batch of one input, for tracing.
         run_dir: the run directory, where a searcher may keep state to resume from (an RL agent).
         trials: the run's budget of scored trials, for searchers that schedule by it.
+        calibration: ``n`` -> up to ``n`` normalised training images (a fixed, seeded subset),
+            for searchers that look at features (EMO-PMS's per-stage reconstruction); None on
+            problems without data (the toy).
     """
 
     space: SearchSpace
@@ -61,6 +64,7 @@ class SearchContext:
     example_inputs: torch.Tensor | None = None
     run_dir: Path | None = None
     trials: int | None = None
+    calibration: Callable[[int], torch.Tensor] | None = None
 
     def feasible(self, policy: Policy) -> bool:
         """Is the measured cost within budget (builds the model)?"""
