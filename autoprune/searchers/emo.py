@@ -31,10 +31,15 @@ import numpy as np
 
 from autoprune.errors import UserError
 from autoprune.searchers._base import Searcher, policy_key
+from autoprune.searchers._pymoo import (
+    ALGORITHMS,
+    integer_problem,
+    make_algorithm,
+    start,
+    tell_population,
+)
 from autoprune.space import Policy
 from autoprune.study import COMPLETE, REJECTED, Trial
-
-ALGORITHMS = ("nsga2", "nsga3")
 
 
 @dataclass(frozen=True)
@@ -108,38 +113,12 @@ class EmoSearcher(Searcher):
     # -- generations -----------------------------------------------------------------------------
 
     def _build(self):
-        from pymoo.core.problem import Problem
-        from pymoo.operators.crossover.sbx import SBX
-        from pymoo.operators.mutation.pm import PM
-        from pymoo.operators.repair.rounding import RoundingRepair
-        from pymoo.termination.max_gen import MaximumGenerationTermination
-
         space = self.context.space
         trials = getattr(self.context, "trials", None) or 40
         pop = self.pop_size or int(np.clip(trials // 4, 8, 40))
-        problem = Problem(n_var=len(space.variables), n_obj=len(self.objectives), n_ieq_constr=1, xl=0,
-                          xu=space.upper_bounds().astype(float), vtype=int)
-        operators = dict(
-            sampling=self._initial_population(pop),
-            crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-            mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
-            eliminate_duplicates=True,
-        )
-        if self.algorithm_name == "nsga2":
-            from pymoo.algorithms.moo.nsga2 import NSGA2
-
-            algorithm = NSGA2(pop_size=pop, **operators)
-        else:
-            from pymoo.algorithms.moo.nsga3 import NSGA3
-            from pymoo.util.ref_dirs import get_reference_directions
-
-            n_obj = len(self.objectives)
-            ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=pop - 1 if n_obj > 1 else 1)
-            algorithm = NSGA3(ref_dirs=ref_dirs, pop_size=pop, **operators)
-        # The runner decides when the search ends, never pymoo.
-        algorithm.setup(problem, termination=MaximumGenerationTermination(10**9), seed=self.context.seed,
-                        verbose=False)
-        return algorithm
+        problem = integer_problem(0, space.upper_bounds(), len(self.objectives), n_ieq_constr=1)
+        algorithm = make_algorithm(self.algorithm_name, pop, len(self.objectives), self._initial_population(pop))
+        return start(algorithm, problem, self.context.seed)  # the runner decides when the search ends
 
     def _initial_population(self, size: int) -> np.ndarray:
         """The best ledger trials (feasible first, most accurate first), then screened draws."""
@@ -181,14 +160,9 @@ class EmoSearcher(Searcher):
     def _advance_if_complete(self) -> None:
         if self._pop is None or len(self._results) < len(self._pop):
             return
-        from pymoo.core.evaluator import Evaluator
-        from pymoo.problems.static import StaticProblem
-
         ordered = [self._results[i] for i in range(len(self._pop))]
         F = np.array([[r.error, r.cost][: len(self.objectives)] for r in ordered])
-        G = np.array([[r.constraint] for r in ordered])
-        Evaluator().eval(StaticProblem(self._algorithm.problem, F=F, G=G), self._pop)
-        self._algorithm.tell(infills=self._pop)
+        tell_population(self._algorithm, self._pop, F, np.array([[r.constraint] for r in ordered]))
         self._pop = None
         self.generations += 1
 
