@@ -8,6 +8,7 @@ under a budget is found by exhaustive enumeration (small spaces) so tests know t
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,12 +64,14 @@ class ToyProblem:
 
 def run_toy(
     searcher: Searcher, problem: ToyProblem, trials: int, *, seed: int = 0, batch: int = 1, probes: bool = False,
+    until: Callable[[Trial], bool] | None = None,
 ) -> list[Trial]:
     """Drive ``searcher`` on the toy problem like the runner does; returns every trial in order.
 
     With ``probes``, a searcher's probes (``is_probe``, where it has a ``probe_fidelity``) are
     scored as the runner scores them: outside the budget, at that fidelity, and not counted
-    against ``trials``. Without, every proposal is a trial like any other.
+    against ``trials``. Without, every proposal is a trial like any other. With ``until``, the run
+    stops after the first trial it holds true for (the optimum reached).
     """
     searcher.setup(problem.context(seed))
     out: list[Trial] = []
@@ -95,6 +98,8 @@ def run_toy(
                 scored += 1
             out.append(trial)
             searcher.tell(trial)
+            if until is not None and until(trial):
+                return out
     return out
 
 
