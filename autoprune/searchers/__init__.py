@@ -11,6 +11,7 @@ from autoprune.searchers._base import SearchContext, Searcher, policy_key
 from autoprune.searchers.amc import AMCSearcher
 from autoprune.searchers.baselines import GlobalSearcher, RandomSearcher, UniformSearcher
 from autoprune.searchers.emo import EmoSearcher
+from autoprune.searchers.emo_pms import EmoPmsSearcher
 from autoprune.searchers.knapsack import GreedyKnapsackSearcher, KnapsackSearcher
 from autoprune.searchers.optuna_samplers import (
     CmaEsSearcher,
@@ -35,6 +36,7 @@ _REGISTRY: dict[str, Callable[[], Searcher]] = {
     "knapsack": KnapsackSearcher,
     "knapsack-greedy": GreedyKnapsackSearcher,
     "emo": EmoSearcher,
+    "emo-pms": EmoPmsSearcher,
     "portfolio": PortfolioSearcher,
     "amc": AMCSearcher,
     "purl": PuRLSearcher,
@@ -59,6 +61,7 @@ def searcher_names() -> list[str]:
 # the baselines' module gives each its own (they are told apart by what they do, not by kind).
 _FAMILIES = {
     "optuna_samplers": "Optuna sampler", "knapsack": "knapsack solver", "emo": "evolutionary (pymoo)",
+    "emo_pms": "evolutionary (pymoo)",
     "amc": "reinforcement learning", "purl": "reinforcement learning", "portfolio": "portfolio",
 }
 # The baselines every searcher must beat (docs/searchers.md, ``autoprune bench``).
@@ -105,6 +108,7 @@ __all__ = [
     "DEFAULT_SEARCHER",
     "AMCSearcher",
     "CmaEsSearcher",
+    "EmoPmsSearcher",
     "GPSearcher",
     "GlobalSearcher",
     "GreedyKnapsackSearcher",

@@ -20,6 +20,7 @@ def integer_problem(xl: np.ndarray | int, xu: np.ndarray, n_obj: int, n_ieq_cons
     results come back through ``tell_population``."""
     from pymoo.core.problem import Problem
 
+    xl = np.broadcast_to(np.asarray(xl, dtype=float), (len(xu),)).copy()
     return Problem(n_var=len(xu), n_obj=n_obj, n_ieq_constr=n_ieq_constr, xl=xl,
                    xu=np.asarray(xu, dtype=float), vtype=int)
 
