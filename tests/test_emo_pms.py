@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -123,6 +124,17 @@ def test_merged_candidates_first_then_emo_seeded_with_every_trial():
     assert searcher.trial_attrs(trials[0].policy)["emo_pms_rank"] == 0
     assert searcher.trial_attrs(trials[-1].policy) == {"emo_pms_step": "emo"}
     assert all(problem.cost(t.policy) <= problem.budget for t in trials)
+
+
+def test_ratios_that_keep_the_same_widths_are_one_network():
+    """8 channels in steps of 4: ratios 0 and 0.2 keep 8, the others 4, so many policies are one net."""
+    problem = dataclasses.replace(StageToy.make_staged(seed=0, budget=0.8), channels=8, round_to=4)
+    space = problem.space()
+    searcher = _pms(problem, candidates=4)
+    trials = run_toy(searcher, problem, 25, seed=0)
+    networks = [tuple(space.kept_widths(t.policy).values()) for t in trials]
+    assert len(trials) > 4 and len(set(networks)) == len(networks)
+    assert sum(len(a.points) for a in searcher.archives) == searcher.sub_evaluations <= 2 ** 3 + 2 ** 3 + 2 ** 2
 
 
 def test_foreign_trials_are_taken_and_not_proposed_again():

@@ -79,11 +79,18 @@ def divide(space: SearchSpace, run: int) -> list[SubNetwork]:
 
 @dataclass
 class Archive:
-    """Every candidate a sub-search scored: genes -> (score, cost share of dense)."""
+    """Every candidate a sub-search scored: genes -> (score, cost share of dense), one genes per
+    distinct set of kept widths (``alias`` maps the others, e.g. ratios 0.0 and 0.1 of 16 channels
+    kept in steps of 4, to it: the same network, scored and merged once)."""
 
     subnet: SubNetwork
     points: dict[tuple[int, ...], tuple[StageScore, float]] = field(default_factory=dict)
+    alias: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict)
     generations: int = 0
+
+    def widths(self, space: SearchSpace, genes: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(space.slot(name).kept(space.variables[i].choices[g])
+                     for i, g in zip(self.subnet.variables, genes, strict=True) for name in space.variables[i].slots)
 
 
 def corners_and_random() -> Any:
@@ -111,13 +118,24 @@ def sub_search(ctx: SearchContext, subnet: SubNetwork, scorer: StageScorer, *, l
     archive = Archive(subnet)
     size = int(np.prod(upper - lower + 1))
 
+    canonical: dict[tuple[int, ...], tuple[int, ...]] = {}  # kept widths -> the genes scored for them
+
     def score(rows: np.ndarray) -> np.ndarray:
         genes = [tuple(int(g) for g in row) for row in np.asarray(rows).round().astype(int)]
-        new = list(dict.fromkeys(g for g in genes if g not in archive.points))
+        new = []
+        for g in genes:
+            if g not in archive.points and g not in archive.alias:
+                first = canonical.setdefault(archive.widths(space, g), g)
+                if first == g:
+                    new.append(g)
+                else:
+                    archive.alias[g] = first
+        new = list(dict.fromkeys(new))
         policies = [subnet.policy(space, g) for g in new]
         for g, p, s in zip(new, policies, scorer(ctx, subnet, policies), strict=True):
             archive.points[g] = (StageScore.of(s), cost_share(ctx, p))
-        return np.array([[archive.points[g][0].feature, archive.points[g][1]] for g in genes])
+        found = [archive.points[archive.alias.get(g, g)] for g in genes]
+        return np.array([[verdict.feature, cost] for verdict, cost in found])
 
     if size <= 2 * pop_size:
         score(np.array(list(itertools.product(*(range(lo, hi + 1) for lo, hi in zip(lower, upper, strict=True))))))

@@ -83,6 +83,11 @@ class EmoPmsSearcher(Searcher):
         self._rank: dict[tuple, int] = {}
         self._emo: EmoSearcher | None = None
         self.sub_evaluations = 0  # stage-scorer calls, all sub-searches together
+        # Kept widths of every policy asked or told -> its trial once told (None while it runs),
+        # and the emo children with those widths waiting for it: policies whose ratios round to
+        # the same widths are one network, measured once.
+        self._networks: dict[tuple, Trial | None] = {}
+        self._twins: dict[tuple, list[Policy]] = {}
 
     # -- steps 1-3: divide, sub-search, merge ------------------------------------------------------
 
@@ -120,14 +125,19 @@ class EmoPmsSearcher(Searcher):
         while len(out) < n and self._next < len(self.merged):
             policy = self.merged[self._next].policy
             self._next += 1
-            if self.is_new(policy) and policy not in out:
+            if self.is_new(policy) and self._network(policy) not in self._networks:
+                self._networks[self._network(policy)] = None
                 out.append(policy)
         if len(out) < n:
-            out += self._continue(n - len(out), out)
+            out += self._continue(n - len(out))
         return out
 
-    def _continue(self, n: int, taken: list[Policy]) -> list[Policy]:
-        """Whole-network ``emo``, seeded with every trial told so far."""
+    def _network(self, policy: Policy) -> tuple:
+        return tuple(sorted(self.context.space.kept_widths(policy).items()))
+
+    def _continue(self, n: int) -> list[Policy]:
+        """Whole-network ``emo``, seeded with every trial told so far; a child whose kept widths
+        equal a measured trial's is told that trial's result instead of becoming a trial."""
         if self._emo is None:
             ctx = self.context
             if getattr(ctx.estimate, "observe", None) is not None:  # this searcher feeds it already
@@ -137,12 +147,34 @@ class EmoPmsSearcher(Searcher):
             for trial in self.told:
                 self._emo.tell(trial)
             self.log(f"emo-pms: merged candidates used up; whole-network emo continues from {len(self.told)} trials")
-        # A child equal to a proposal still running gets its result when that trial is told.
-        return [p for p in self._emo.ask(n) if self.is_new(p) and p not in taken]
+        out: list[Policy] = []
+        for _ in range(self.max_twin_rounds):
+            proposals = self._emo.ask(n - len(out))
+            for policy in proposals:
+                network = self._network(policy)
+                if not self.is_new(policy):
+                    continue  # still running: emo gets its result when it is told
+                if network not in self._networks:
+                    self._networks[network] = None
+                    out.append(policy)
+                elif (twin := self._networks[network]) is not None:  # the same network, measured
+                    self._emo.tell(dataclasses.replace(twin, policy=policy))
+                else:
+                    self._twins.setdefault(network, []).append(policy)
+            if len(out) == n or not proposals:
+                break
+        return out
+
+    # Rounds of emo proposals per ask whose every child is a twin of a measured network.
+    max_twin_rounds = 50
 
     def _tell(self, trial: Trial) -> None:
+        network = self._network(trial.policy)
+        self._networks[network] = trial  # a failed one too: its twins would fail alike
         if self._emo is not None:
             self._emo.tell(trial)
+            for twin in self._twins.pop(network, []):
+                self._emo.tell(dataclasses.replace(trial, policy=twin))
 
     def trial_attrs(self, policy: Policy) -> dict[str, Any]:
         """The merged candidate's rank and predicted impairment, for reading the ledger."""

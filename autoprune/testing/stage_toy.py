@@ -26,6 +26,8 @@ class StageToy(ToyProblem):
 
     stages: tuple[int, ...] = ()
     coupling: tuple[float, ...] = ()
+    channels: int = 64  # few channels in steps of ``round_to`` make several ratios one width
+    round_to: int = 1
 
     @classmethod
     def make_staged(cls, sizes: Sequence[int] = (3, 3, 2), seed: int = 0, budget: float = 0.5) -> StageToy:
@@ -38,7 +40,8 @@ class StageToy(ToyProblem):
         )
 
     def space(self) -> SearchSpace:
-        slots = [Slot(f"slot{i}", 64, self.choices, stage=f"stage{s}") for i, s in enumerate(self.stages)]
+        slots = [Slot(f"slot{i}", self.channels, self.choices, self.round_to, f"stage{s}")
+                 for i, s in enumerate(self.stages)]
         return SearchSpace(slots, fingerprint="stage-toy")
 
     def _ratios(self, policy: Policy) -> np.ndarray:
