@@ -16,7 +16,8 @@ For one candidate (this sub-network pruned, every other slot dense) on a copy of
    dense previous stage's features.
 2. *Brief fit.* Adaptive BatchNorm (EagleEye) on the changed BN layers, then ``steps`` Adam steps
    on the changed modules' parameters minimising the relative squared error at the comparison
-   points on half of ``images`` calibration images (the forward stops at the last point).
+   points on half of ``images`` calibration images (the forward stops at the last point); the
+   fitted state counts only if it lowers the error on the other half.
 3. *Scores*, on the other half: ``feature``, that relative error (the sub-search's objective);
    ``impairment``, the KL divergence of the network's predictions from the dense ones with this
    fitted sub-network in place, which is on one scale for every stage (the merge adds it up).
