@@ -7,6 +7,7 @@ import itertools
 import json
 
 import numpy as np
+import optuna
 import pytest
 import torch
 
@@ -59,10 +60,14 @@ def test_bad_options_are_one_line_errors(options, match):
         FeatureReconstruction(steps=-1)
 
 
-def test_the_feature_scorer_needs_data():
+def test_without_data_to_score_stages_it_is_whole_network_emo():
     problem = ToyProblem.make(seed=0)
+    alone = run_toy(EmoPmsSearcher(log=lambda message: None), problem, 12, seed=1)
+    assert [t.policy for t in alone] == [t.policy for t in run_toy(EmoSearcher(), problem, 12, seed=1)]
+    ctx = problem.context(0)
+    subnet = divide(ctx.space, 4)[0]
     with pytest.raises(UserError, match="calibration images"):
-        run_toy(EmoPmsSearcher(log=lambda message: None), problem, 2)
+        FeatureReconstruction()(ctx, subnet, [ctx.space.dense()])
 
 
 def test_sub_networks_are_the_stages_or_runs_of_slots():
@@ -194,14 +199,20 @@ def test_the_feature_scorer_ranks_heavy_pruning_of_a_stage_worse():
 @pytest.mark.slow
 def test_cli_search_end_to_end(tmp_path):
     """The default task (digits) at test_cli's small settings; stage granularity keeps each
-    sub-search to at most 9 candidates. About 100 s here, most of it the dense training and trials."""
+    sub-search to at most 9 candidates. The width-4 model has only 8 distinct networks at stage
+    granularity (widths in steps of 4), 6 of them within 0.8 of dense MACs but 2 within 0.6:
+    hence 0.8, so that two merged candidates and two of emo's find new networks. About 4 minutes
+    on a loaded core, most of it the dense training and trials."""
     from autoprune.cli import main
 
     run_dir = tmp_path / "run"
-    code = main(["search", "--searcher", "emo-pms", "--target", "macs", "--budget", "0.6", "--trials", "4",
+    code = main(["search", "--searcher", "emo-pms", "--target", "macs", "--budget", "0.8", "--trials", "4",
                  "--granularity", "stage", "--model", "resnet20:width=4", "--image-size", "16", "--dense-epochs", "2",
                  "--fidelity", "kd:3", "--final-steps", "3", "--latency-batch", "2", "--seed", "1",
                  "--run-dir", str(run_dir), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["scored"] == 4 and summary["final"]["within_budget"]
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")
+    steps = [t.user_attrs.get("emo_pms_step") for t in study.trials if t.user_attrs.get("fidelity") == "kd:3"]
+    assert steps == ["merged", "merged", "emo", "emo"]

@@ -96,6 +96,11 @@ class EmoPmsSearcher(Searcher):
             return
         ctx = self.context
         scorer = self.scorer
+        if scorer is None and (ctx.model is None or ctx.calibration is None):
+            # A problem without data (the toy): no features to score stages by, so no merge.
+            self.archives, self.merged = [], []
+            self.log("emo-pms: no model or calibration images to score sub-networks; whole-network emo instead")
+            return
         if scorer is None:
             from autoprune.searchers._features import FeatureReconstruction
 
@@ -146,7 +151,8 @@ class EmoPmsSearcher(Searcher):
             self._emo.setup(ctx)
             for trial in self.told:
                 self._emo.tell(trial)
-            self.log(f"emo-pms: merged candidates used up; whole-network emo continues from {len(self.told)} trials")
+            if self.merged:
+                self.log(f"emo-pms: merged candidates used up; whole-network emo continues from {len(self.told)} trials")
         out: list[Policy] = []
         for _ in range(self.max_twin_rounds):
             proposals = self._emo.ask(n - len(out))
