@@ -35,7 +35,7 @@ Finetune = Callable[[nn.Module, nn.Module, int], Any]
 
 
 def search(model: nn.Module | str = "resnet20", data: Any = "digits", *, target: str = "latency",
-           budget: float | str = 0.5, searcher: str = "tpe", trials: int = 20, evaluate: Evaluate | None = None,
+           budget: float | str | None = None, searcher: str = "tpe", trials: int = 20, evaluate: Evaluate | None = None,
            finetune: Finetune | None = None, builder: str | None = None, augment: bool = False,
            verbose: bool = True, **options: Any) -> SearchResult:
     """Search per-group pruning ratios of ``model`` that meet ``budget`` of ``target``; fine-tune,
@@ -50,7 +50,9 @@ def search(model: nn.Module | str = "resnet20", data: Any = "digits", *, target:
     ``pkg.module:factory`` that rebuilds ``model``'s architecture, lets a live model run on the
     ``processes`` or ``ray`` executor. ``options`` are any other ``autoprune search`` setting by
     its flag's name (``fidelity="kd:30"``, ``final_steps=100``, ``seed=1``, ``run_dir=...``);
-    an unknown or ill-typed one is a ``UserError`` naming it.
+    an unknown or ill-typed one is a ``UserError`` naming it. ``budget`` defaults to 0.5 of dense;
+    with ``objectives="accuracy,latency"`` the search returns a front instead (``result.front``;
+    no model) and ``budget`` left out bounds nothing.
     """
     from autoprune.progress import make_console
 

@@ -26,7 +26,12 @@ from autoprune.yaml_files import read_yaml_mapping
 
 HELP = {
     "target": "resource to constrain: latency | macs | params",
-    "budget": "fraction of the dense model (0.5) or an absolute value with a unit (4ms, 800us, 150M, 2.5G)",
+    "budget": "fraction of the dense model (0.5) or an absolute value with a unit (4ms, 800us, 150M, 2.5G); "
+              "with --objectives a hard bound on the front",
+    "objectives": "search a Pareto front instead of one policy: accuracy and one or more costs (accuracy,latency; "
+                  "any of accuracy, latency, macs, params); nothing is exported, `autoprune export RUN_DIR --trial N` "
+                  "finalises a point",
+    "algorithm": "pymoo algorithm of the emo searcher: nsga2 | nsga3",
     "latency_batch": "batch size latency is measured at",
     "latency_threads": "CPU threads latency is measured with",
     "latency_warmup": "untimed forward passes before each latency reading",
@@ -71,6 +76,8 @@ HELP = {
 # What a default of None means, in words (other defaults are shown as their value).
 DEFAULT_WORDS = {
     "image_size": "the data's",
+    "budget": "0.5; with --objectives none",
+    "objectives": "none: one policy under the budget",
     "checkpoint": "train the dense model once and cache it",
     "dense_epochs": "10 for digits, 30 otherwise",
     "train_limit": "all", "val_limit": "all", "time_limit": "none",
@@ -78,16 +85,16 @@ DEFAULT_WORDS = {
     "rungs": "none, every trial at --fidelity",
     "threads": "cores / workers",
     "ray_address": "start a local Ray",
-    "run_dir": "runs/<target>-<budget>-<searcher>-<time>",
+    "run_dir": "runs/<target>-<budget>-<searcher>-<time> (front-<objectives>-<searcher>-<time>)",
     "storage": "SQLite file study.db in the run directory",
     "study_name": "the run directory's name; with --resume, the study the storage holds",
     "cache_dir": "$AUTOPRUNE_CACHE or ~/.cache/autoprune",
 }
 GROUPS = {
-    "target and budget": ("target", "budget", "latency_device", "latency_batch", "latency_threads", "latency_warmup",
+    "target and budget": ("target", "budget", "objectives", "latency_device", "latency_batch", "latency_threads", "latency_warmup",
                           "latency_repeats"),
     "model and data": ("model", "data", "checkpoint", "image_size", "dense_epochs", "train_limit", "val_limit"),
-    "search": ("searcher", "agent", "trials", "time_limit", "space", "granularity", "seed", "resume"),
+    "search": ("searcher", "agent", "algorithm", "trials", "time_limit", "space", "granularity", "seed", "resume"),
     "scoring": ("fidelity", "rungs", "criterion", "final_steps", "feature_distill", "lr"),
     "execution": ("device", "executor", "workers", "threads", "ray_address"),
     "output and storage": ("run_dir", "storage", "study_name", "cache_dir"),
@@ -98,7 +105,8 @@ METAVARS = {
     "space": "RULES", "granularity": "KIND", "searcher": "NAME", "agent": "NAME", "fidelity": "F",
     "rungs": "F,F,...", "criterion": "NAME", "executor": "NAME", "ray_address": "ADDRESS", "run_dir": "DIR",
     "storage": "URL", "study_name": "NAME", "cache_dir": "DIR", "lr": "LR", "feature_distill": "WEIGHT",
-    "time_limit": "SECONDS", "device": "DEVICE", "latency_device": "DEVICE",
+    "time_limit": "SECONDS", "device": "DEVICE", "latency_device": "DEVICE", "objectives": "A,B,...",
+    "algorithm": "NAME",
 }
 DESCRIPTION = """\
 Search how much to prune each group of coupled channels so that the model
@@ -113,6 +121,9 @@ examples:
       --data imagefolder:/data/my_images --image-size 224
   autoprune search --study studies/digits_resnet20_latency.yaml --seed 1
   autoprune search --run-dir runs/macs40 --resume --trials 40   # 40 in all
+  autoprune search --objectives accuracy,latency --trials 40 \\
+      --run-dir runs/front        # a Pareto front, then one point:
+  autoprune export runs/front --at latency=3ms
 
 Names (searcher, model, data, fidelity, space, ...) are checked before any
 work starts. The run directory holds study.db (optuna-dashboard
@@ -193,6 +204,10 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a run's slimmed model (or a re-applied policy) as torch, ONNX or TorchScript")
     e.add_argument("run_dir", nargs="?", help="a run directory made by `autoprune search` (its model.pt is exported)")
     e.add_argument("--policy", help="re-apply this policy instead, as `autoprune apply` does")
+    e.add_argument("--trial", type=int, metavar="N", help="give search trial N of RUN_DIR (a point of its front) "
+                   "the final fine-tune first, into RUN_DIR/points/trial-N/, and export that")
+    e.add_argument("--at", metavar="METRIC=VALUE", help="as --trial, for the most accurate trial within a bound: "
+                   "latency=3ms, macs=0.4 (of dense), params=1.2M")
     e.add_argument("--format", choices=("torch", "onnx", "torchscript"), help="default: by --out's suffix, else onnx")
     e.add_argument("--out", help="where to write it (default: RUN_DIR/model.onnx, or model.ts for torchscript)")
     e.add_argument("--trust-factory", action="store_true",

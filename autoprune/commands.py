@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,12 @@ def show_command(run_dir: str, storage: str | None, console: Console) -> int:
     trials = load_trials(storage)
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
+        if summary.get("front") is not None:  # an --objectives search: its front is its result
+            from autoprune.front import export_hint, print_front
+
+            print_front(console, summary)
+            console.print(export_hint(path, summary), soft_wrap=True)
+            return 0
         print_summary(console, summary)
         metric = summary["metric"]
     else:
@@ -54,8 +61,6 @@ def show_command(run_dir: str, storage: str | None, console: Console) -> int:
     console.print(table)
     print_members(console, member_rows(trials, pick))
     return 0
-
-
 
 
 def load_trials(storage: str):
@@ -158,6 +163,9 @@ def export_command(args: argparse.Namespace, console: Console) -> int:
 
     if (args.run_dir is None) == (args.policy is None):
         raise UserError("give a run directory (autoprune export RUN_DIR) or --policy P, not both or neither")
+    point = args.trial is not None or args.at is not None
+    if point and (args.run_dir is None or (args.trial is not None and args.at is not None)):
+        raise UserError("--trial N and --at METRIC=VALUE pick a point of a run: give RUN_DIR and one of them")
     if args.policy is not None:
         if not args.out:
             raise UserError("--out is required with --policy (e.g. --out model.onnx)")
@@ -167,6 +175,14 @@ def export_command(args: argparse.Namespace, console: Console) -> int:
         out = Path(args.out)
     else:
         run = Path(args.run_dir)
+        if point:  # a point of the run (its front), given the final fine-tune first
+            from autoprune.front import export_point
+
+            if args.out:
+                check_output_file(args.out, "--out")
+            source = export_point(run, trial=args.trial, at=args.at, console=console, cache_dir=args.cache_dir,
+                                  command=" ".join(["autoprune", *sys.argv[1:]]))
+            run = source.parent
         source = run / "model.pt"
         if not source.is_file():
             what = "is not a directory" if not run.is_dir() else "holds no model.pt (the search has not finished)"

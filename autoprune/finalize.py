@@ -150,7 +150,7 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
         "model": settings.model, "data": problem.recipe.data, "checkpoint": problem.recipe.checkpoint,
         "image_size": problem.task.input_shape[-1], "search_space": problem.space.rules.name,
         "granularity": problem.space.rules.granularity, "criterion": settings.criterion,
-        "target": settings.target, "budget": budget_value(settings.budget), "limit": problem.limit,
+        "target": problem.budget.target, "budget": budget_value(problem.budget.text), "limit": problem.limit,
         "cost_settings": problem.cost.describe(), "searcher": best.searcher, "search_trial": best.number,
         "final_trial": number, "study": ledger.study.study_name, "storage": storage_url(settings.storage, run_dir),
         "run_dir": str(Path(run_dir).resolve()), "seed": settings.seed,

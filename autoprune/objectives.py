@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from autoprune.errors import UserError
 
 TARGETS = {"latency": "latency_ms", "macs": "macs", "params": "params"}
+# What ``--objectives`` may name: accuracy (maximised) and the costs traded against it (minimised).
+OBJECTIVES = {"accuracy": "val_accuracy", **TARGETS}
+NO_BUDGET = "none"  # the budget of an --objectives search given no --budget: nothing is excluded
 UNITS = {"latency_ms": "ms", "macs": "MACs", "params": "params"}
 _SCALE = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
 _TIME = {"ms": 1.0, "us": 1e-3, "s": 1e3}
@@ -37,10 +40,34 @@ def parse_target(target: str) -> str:
     return target
 
 
+def parse_objectives(text: str) -> tuple[str, ...]:
+    """``accuracy,latency`` -> the cost metrics traded against accuracy, in order: ``("latency_ms",)``.
+
+    Accuracy must be one of them (a front of costs alone is the dense model and the most pruned),
+    with at least one cost; names are those of ``OBJECTIVES``."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        raise UserError(f"unknown objective {unknown[0]!r}; choose from {', '.join(OBJECTIVES)} (e.g. accuracy,latency)")
+    if len(set(names)) != len(names):
+        raise UserError(f"objectives {text!r} name one objective twice")
+    if "accuracy" not in names or len(names) < 2:
+        raise UserError(f"objectives {text!r} must be accuracy and at least one cost (latency, macs, params), "
+                        "e.g. accuracy,latency")
+    return tuple(TARGETS[n] for n in names if n != "accuracy")
+
+
+def objectives_target(costs: tuple[str, ...]) -> str:
+    """The target of an --objectives search without a budget: its first cost."""
+    return next(t for t, metric in TARGETS.items() if metric == costs[0])
+
+
 def parse_budget(text: str | float, target: str) -> Budget:
     """Parse ``0.5`` (fraction of dense), ``4ms``/``800us`` (latency), ``150M``/``2.5G`` (MACs, params)."""
     target = parse_target(target)
     raw = str(text).strip()
+    if raw == NO_BUDGET:  # the whole space is admissible (an --objectives search)
+        return Budget(target, fraction=1.0, text=NO_BUDGET)
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)", raw)
     if not m:
         raise UserError(f"budget {raw!r} is not a number; give a fraction like 0.5 or a value like 4ms or 150M")

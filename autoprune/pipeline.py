@@ -22,7 +22,7 @@ from autoprune.costs.latency import paired_latency, steady_latency
 from autoprune.costs.online import TrackedEstimate
 from autoprune.errors import UserError
 from autoprune.evaluators import DistillConfig, parse_fidelity
-from autoprune.objectives import Budget, format_metric, parse_budget
+from autoprune.objectives import NO_BUDGET, Budget, format_metric, parse_budget, parse_objectives
 from autoprune.rules import SpaceRules, load_rules
 from autoprune.searchers import SearchContext, make_searcher, policy_key
 from autoprune.settings import SearchSettings
@@ -50,6 +50,7 @@ class Problem:
     floor: float
     scoring: ScoringConfig
     run_dir: Path
+    objectives: tuple[str, ...] = ()  # --objectives: the cost metrics traded against accuracy
 
     @property
     def metric(self) -> str:
@@ -59,6 +60,7 @@ class Problem:
         return TrialRequest(
             number=-1, policy=self.space.dense(), seed=0, fidelity=fidelity, target=self.budget.target,
             limit=self.limit, rules=self.space.rules, cost=self.cost, scoring=self.scoring,
+            objectives=self.objectives,
             dense_latency_ms=self.dense["latency_ms"] if self.budget.target == "latency" and self.budget.fraction is not None else None,
         )
 
@@ -98,10 +100,9 @@ def absolute_data_spec(spec: str) -> str:
 
 
 def run_dir_for(settings: SearchSettings) -> Path:
-    if settings.run_dir:
-        return Path(settings.run_dir)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{settings.target}-{settings.budget}-{settings.searcher}-{stamp}"
+    from autoprune.settings import default_run_dir
+
+    return Path(settings.run_dir) if settings.run_dir else default_run_dir(settings)
 
 
 # Files a finished (or running) search leaves in its run directory: a new search never writes over them.
@@ -147,11 +148,18 @@ def check_resumable(storage: str, settings: SearchSettings) -> None:
     from autoprune.study import RESUME_KEYS, open_storage
 
     attrs = optuna.load_study(study_name=settings.study_name, storage=open_storage(storage)).user_attrs
+    now_values = resume_values(settings)
     for key in RESUME_KEYS:
-        before, now = attrs.get(key), getattr(settings, key)
+        before, now = attrs.get(key), now_values[key]
         if before is not None and before != now:
             raise UserError(f"--resume: study {settings.study_name!r} was started with {key} {before!r}, not {now!r}; "
                             f"resume it with --{key} {before}, or start a new study")
+
+
+def resume_values(settings: SearchSettings) -> dict[str, Any]:
+    """What a resumed study must have been started with (``RESUME_KEYS``), as its attributes record it."""
+    return {"target": settings.effective_target, "budget": settings.budget_text, "model": settings.model,
+            "data": settings.data, "objectives": settings.objectives or ""}
 
 
 def build_problem(settings: SearchSettings, *, log=print, task: Task | None = None,
@@ -159,7 +167,8 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
     """Load the task (or take ``task``, built from a Python caller's live model or datasets), build
     the space, measure the dense model and check the budget is reachable. ``evaluate`` and
     ``finetune`` replace val accuracy and distillation in every trial (``ScoringConfig``)."""
-    budget = parse_budget(settings.budget, settings.target)
+    budget = parse_budget(settings.budget_text, settings.effective_target)
+    objectives = parse_objectives(settings.objectives) if settings.objectives else ()
     parse_fidelity(settings.fidelity)
     if settings.trials < 1:
         raise UserError(f"--trials must be at least 1, got {settings.trials}")
@@ -210,7 +219,7 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
         floor = measure_costs(floor_model, cost, latency=False)[budget.metric]
     if floor > limit:
         raise UserError(
-            f"budget {settings.budget} ({format_metric(budget.metric, limit)}) cannot be met: the most pruned "
+            f"budget {settings.budget_text} ({format_metric(budget.metric, limit)}) cannot be met: the most pruned "
             f"policy in the space reaches {format_metric(budget.metric, floor)} "
             f"({floor / dense[budget.metric]:.2f} of dense, {cost.describe()}); "
             f"use a budget of at least {floor / dense[budget.metric]:.2f}"
@@ -221,12 +230,17 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
         f"{format_metric('macs', dense['macs'])} MACs, {format_metric('params', dense['params'])} params, "
         f"{dense['latency_ms']:.2f} ms ({cost.describe()})"
     )
-    log(
-        f"budget: {settings.target} <= {format_metric(budget.metric, limit)} "
-        f"({limit / dense[budget.metric]:.2f} of dense; most pruned policy reaches {floor / dense[budget.metric]:.2f}); "
-        f"{len(space.slots)} slots, {len(space.variables)} variables, {space.size():.3g} policies"
-    )
-    return Problem(settings, recipe, task, space, cost, budget, dense, limit, floor, scoring, run_dir_for(settings))
+    size = f"{len(space.slots)} slots, {len(space.variables)} variables, {space.size():.3g} policies"
+    reach = f"most pruned policy reaches {floor / dense[budget.metric]:.2f}"
+    if objectives:
+        bound = ("no budget" if budget.text == NO_BUDGET else
+                 f"within {budget.target} <= {format_metric(budget.metric, limit)} ({limit / dense[budget.metric]:.2f} of dense)")
+        log(f"objectives: the front of val accuracy against {', '.join(objectives)}, {bound}; {reach}; {size}")
+    else:
+        log(f"budget: {budget.target} <= {format_metric(budget.metric, limit)} "
+            f"({limit / dense[budget.metric]:.2f} of dense; {reach}); {size}")
+    return Problem(settings, recipe, task, space, cost, budget, dense, limit, floor, scoring, run_dir_for(settings),
+                   objectives)
 
 
 def search_context(problem: Problem) -> SearchContext:
@@ -270,7 +284,7 @@ def search_context(problem: Problem) -> SearchContext:
         space=space, target=problem.budget.target, metric=problem.metric, limit=problem.limit,
         dense_cost=problem.dense[problem.metric], seed=settings.seed, cost_of=cost_of, estimate=estimate,
         model=task.model, example_inputs=task.example_inputs(), run_dir=problem.run_dir, trials=settings.trials,
-        calibration=calibration,
+        calibration=calibration, objectives=problem.objectives, dense_costs=dict(problem.dense),
     )
 
 
@@ -278,11 +292,14 @@ def open_ledger(problem: Problem) -> Ledger:
     settings = problem.settings
     problem.run_dir.mkdir(parents=True, exist_ok=True)
     storage = settings.storage or default_storage(problem.run_dir)
-    attrs = {
-        "target": settings.target, "budget": settings.budget, "limit": problem.limit, "metric": problem.metric,
-        "dense": problem.dense, "cost_settings": problem.cost.describe(), "model": settings.model, "data": settings.data,
-    }
-    return Ledger.open(problem.space, storage=storage, study_name=settings.study_name, resume=settings.resume, attrs=attrs)
+    attrs = {**resume_values(settings), "limit": problem.limit, "metric": problem.metric, "dense": problem.dense,
+             "cost_settings": problem.cost.describe()}
+    ledger = Ledger.open(problem.space, storage=storage, study_name=settings.study_name, resume=settings.resume,
+                         attrs=attrs, objectives=problem.objectives)
+    if ledger.objectives != problem.objectives:  # a study from before objectives were recorded
+        raise UserError(f"--resume: study {settings.study_name!r} has objectives {ledger.objectives or 'accuracy'}, "
+                        f"not {problem.objectives or 'accuracy'}; resume it with the objectives it was started with")
+    return ledger
 
 
 def save_settings(problem: Problem) -> None:
@@ -290,7 +307,8 @@ def save_settings(problem: Problem) -> None:
 
 
 def make_run_searcher(problem: Problem):
-    searcher = make_searcher(problem.settings.searcher, agent=problem.settings.agent)
+    searcher = make_searcher(problem.settings.searcher, agent=problem.settings.agent,
+                             algorithm=problem.settings.algorithm)
     searcher.setup(search_context(problem))
     return searcher
 
@@ -303,10 +321,13 @@ class SearchResult:
 
     ``exit_status`` is what ``autoprune search`` exits with: 0, or ``EXIT_OVER_BUDGET`` when the
     exported model measured over the budget (``within_budget`` False).
+
+    An ``--objectives`` search exports nothing: ``model`` and ``policy`` are None and ``front``
+    lists its points (``autoprune.export(run_dir, trial=N)`` finalises one).
     """
 
     model: Any
-    policy: Policy
+    policy: Policy | None
     study: Any
     run_dir: Path
     summary: dict[str, Any]
@@ -315,7 +336,12 @@ class SearchResult:
 
     @property
     def within_budget(self) -> bool:
-        return bool(self.summary["final"]["within_budget"])
+        return bool((self.summary.get("final") or {}).get("within_budget", True))
+
+    @property
+    def front(self) -> list[dict[str, Any]]:
+        """The points of an ``--objectives`` search's front (``summary.json``'s ``front``)."""
+        return list(self.summary.get("front") or [])
 
 
 def run_search(settings: SearchSettings, console: Any, command: str, *, task: Task | None = None,
@@ -379,6 +405,11 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
             else:
                 result = run_loop(problem.recipe, problem.template(settings.fidelity), searcher, ledger, executor, loop,
                                   on_trial=progress.update)
+        if problem.objectives:  # the front is the result; export finalises any of its points
+            from autoprune.front import finish_front
+
+            return finish_front(problem, ledger, result, command, time.perf_counter() - started, console,
+                                table_to_stdout)
         trials = ledger.trials()
         best = pick(problem, top_rung_trials(trials, rungs) if rungs else trials, log=console.print)
         console.print(f"best feasible: search trial {best.number} (val acc {best.accuracy:.4f}); "

@@ -21,7 +21,8 @@ class SearchSettings:
     """Everything that defines a search run (see ``autoprune search --help`` for each field)."""
 
     target: str = "latency"
-    budget: str = "0.5"
+    budget: str | None = None  # see ``budget_text``
+    objectives: str | None = None
     model: str = "resnet20"
     data: str = "digits"
     checkpoint: str | None = None
@@ -31,6 +32,7 @@ class SearchSettings:
     criterion: str = "magnitude"
     searcher: str = "tpe"
     agent: str = "ddpg"
+    algorithm: str = "nsga2"
     trials: int = 20
     fidelity: str = "kd:100"
     rungs: str | None = None
@@ -63,6 +65,24 @@ class SearchSettings:
             object.__setattr__(self, f.name, check_value(f.name, getattr(self, f.name), "SearchSettings"))
         check_together(self.to_dict(), "SearchSettings")
 
+    @property
+    def budget_text(self) -> str:
+        """The budget as given, else the default: 0.5 of dense, or for an ``--objectives``
+        search none at all (its front spans the space; a given ``--budget`` bounds it)."""
+        if self.budget is not None:
+            return self.budget
+        return "none" if self.objectives else "0.5"
+
+    @property
+    def effective_target(self) -> str:
+        """The constrained target: ``target``, except that an ``--objectives`` search without a
+        budget constrains nothing and takes its first cost objective as its target."""
+        if self.objectives and self.budget is None:
+            from autoprune.objectives import objectives_target, parse_objectives
+
+            return objectives_target(parse_objectives(self.objectives))
+        return self.target
+
     def replace(self, **changes: Any) -> SearchSettings:
         return dataclasses.replace(self, **changes)
 
@@ -89,8 +109,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "criterion": ("magnitude", "taylor", "bn"),
     "executor": ("inline", "processes", "ray"),
     "agent": ("ddpg", "td3", "sac"),
+    "algorithm": ("nsga2", "nsga3"),
 }
-NON_EMPTY = ("target", "budget", "model", "data", "searcher", "fidelity", "study_name")
+NON_EMPTY = ("target", "budget", "objectives", "model", "data", "searcher", "fidelity", "study_name")
 DATA_KINDS = ("digits", "cifar10", "imagefolder")  # autoprune.data.load_data's kinds
 
 
@@ -121,6 +142,12 @@ def _target_problem(target: str) -> str:
     from autoprune.objectives import TARGETS
 
     return "" if target in TARGETS else f"unknown target {target!r}; choose one of {', '.join(TARGETS)}"
+
+
+def _objectives_problem(text: str) -> str:
+    from autoprune.objectives import parse_objectives
+
+    return _refusal(parse_objectives, text)
 
 
 def _fidelity_problem(text: str) -> str:
@@ -205,19 +232,31 @@ def _latency_device_problem(spec: str) -> str:
 
 NAME_CHECKS = {
     "device": _device_problem, "latency_device": _latency_device_problem,
-    "searcher": _searcher_problem, "target": _target_problem, "fidelity": _fidelity_problem,
+    "searcher": _searcher_problem, "target": _target_problem, "objectives": _objectives_problem, "fidelity": _fidelity_problem,
     "rungs": _rungs_problem, "model": _model_problem, "data": _data_problem, "space": _space_problem,
 }
 
 
 def check_together(values: dict[str, Any], where: str) -> None:
-    """Checks of one setting against another: the budget's syntax and unit for its target."""
-    from autoprune.objectives import parse_budget
+    """Checks of one setting against another: the budget's syntax and unit for its target (none
+    only with objectives), and whether the searcher can search several objectives."""
+    from autoprune.objectives import NO_BUDGET, parse_budget
 
-    try:
-        parse_budget(values["budget"], values["target"])
-    except UserError as exc:
-        raise UserError(f"{where}: {_label('budget', where)}: {exc}") from None
+    budget, objectives = values.get("budget"), values.get("objectives")
+    if budget is not None:
+        if str(budget).strip() == NO_BUDGET and not objectives:
+            raise UserError(f"{where}: {_label('budget', where)} none needs {_label('objectives', where)} "
+                            "(a search for one policy needs a budget)")
+        try:
+            parse_budget(budget, values["target"])
+        except UserError as exc:
+            raise UserError(f"{where}: {_label('budget', where)}: {exc}") from None
+    if objectives:
+        from autoprune.searchers import multi_objective_problem
+
+        problem = multi_objective_problem(str(values.get("searcher", "tpe")))
+        if problem:
+            raise UserError(f"{where}: {_label('searcher', where)}: {problem}")
 
 
 def _label(key: str, where: str) -> str:
@@ -297,7 +336,8 @@ def settings_from_dict(data: dict[str, Any], where: str) -> SearchSettings:
 def default_run_dir(settings: SearchSettings) -> Path:
     """``runs/<target>-<budget>-<searcher>-<time>``, where a run goes without ``--run-dir``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{settings.target}-{settings.budget}-{settings.searcher}-{stamp}"
+    what = f"front-{settings.objectives.replace(',', '-')}" if settings.objectives else f"{settings.target}-{settings.budget_text}"
+    return Path("runs") / f"{what}-{settings.searcher}-{stamp}"
 
 
 def resolve_run(settings: SearchSettings) -> SearchSettings:

@@ -41,7 +41,7 @@ from autoprune.storage import (  # noqa: F401 - re-exported: where callers have 
 )
 
 OBJECTIVE = "val_accuracy"
-RESUME_KEYS = ("target", "budget", "model", "data")  # a resumed study must keep these
+RESUME_KEYS = ("objectives", "target", "budget", "model", "data")  # a resumed study must keep these
 COMPLETE, REJECTED, FAILED, RUNNING = "complete", "rejected", "failed", "running"
 _STATES = {
     TrialState.COMPLETE: COMPLETE,
@@ -151,6 +151,9 @@ class Ledger:
     def __init__(self, study: optuna.Study, space: SearchSpace) -> None:
         self.study = study
         self.space = space
+        # --objectives: the cost metrics after accuracy, each an objective of the study (minimised)
+        names = study.metric_names or []
+        self.objectives: tuple[str, ...] = tuple(names[1:]) if len(study.directions) > 1 else ()
         self.distributions = distributions(space)
         self._live: dict[int, optuna.Trial] = {}
         self.stale: list[int] = []  # trials of dead processes that opening the study marked failed
@@ -165,8 +168,12 @@ class Ledger:
         study_name: str,
         resume: bool,
         attrs: Mapping[str, Any] | None = None,
+        objectives: tuple[str, ...] = (),
     ) -> Ledger:
-        """Create the study, or load it when ``resume`` (its space must be this one)."""
+        """Create the study, or load it when ``resume`` (its space must be this one).
+
+        With ``objectives`` (cost metrics) the study is multi-objective: accuracy maximised, each
+        cost minimised, named so that ``optuna-dashboard`` plots the front."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         url = storage
         storage = open_storage(url)
@@ -181,7 +188,7 @@ class Ledger:
         study = optuna.create_study(
             storage=storage,
             study_name=study_name,
-            direction="maximize",
+            directions=["maximize"] + ["minimize"] * len(objectives),
             sampler=optuna.samplers.RandomSampler(seed=0),  # params are always enqueued
             load_if_exists=resume,
         )
@@ -200,7 +207,7 @@ class Ledger:
         else:
             with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard reads
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names([OBJECTIVE])
+                study.set_metric_names([OBJECTIVE, *objectives])
             study.set_user_attr("fingerprint", space.fingerprint)
             study.set_user_attr("variables", [v.name for v in space.variables])
             for key, value in (attrs or {}).items():
@@ -254,6 +261,13 @@ class Ledger:
             reason = rejection_reason(constraint, self._budget) if rejected else f"not scored: no {OBJECTIVE} measured"
             trial.set_user_attr("reason", reason)
             self.study.tell(trial, state=TrialState.PRUNED)
+        elif self.objectives:
+            missing = [m for m in self.objectives if m not in metrics]
+            if missing:
+                trial.set_user_attr("reason", f"not scored: no {', '.join(missing)} measured")
+                self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                self.study.tell(trial, [float(metrics[OBJECTIVE]), *(float(metrics[m]) for m in self.objectives)])
         else:
             self.study.tell(trial, float(metrics[OBJECTIVE]))
 

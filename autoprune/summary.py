@@ -125,15 +125,38 @@ def residual_slots(model, example_inputs, slot_names: Sequence[str]) -> dict[str
     return dict(sorted(out.items(), key=lambda item: order[item[0]]))
 
 
-def build_summary(problem, result, trials: Sequence[Trial], final, command: str, elapsed: float) -> dict[str, Any]:
-    """Everything ``summary.json`` holds: the settings, the dense and exported models' figures,
-    the speed-up and accuracy change, split sizes, machine and versions, and the search's counts."""
+def run_summary(problem, result, trials: Sequence[Trial], command: str, elapsed: float) -> dict[str, Any]:
+    """The part of ``summary.json`` every run has, whatever it exports: the settings, the dense
+    model's figures, split sizes, machine and versions, and the search's counts and times."""
     from autoprune.pipeline import MIN_VAL_IMAGES
     from autoprune.report import phase_medians
 
     searched = search_trials(trials)
     useful = sum(o.timings.get("finetune_s", 0.0) + o.timings.get("evaluate_s", 0.0) for o in result.outcomes)
     overhead = (result.elapsed_s - useful) / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    s, task = problem.settings, problem.task
+    top1 = getattr(problem.scoring, "evaluate", None) is None
+    val_n, test_n = len(task.data.val), len(task.data.test)
+    return {
+        "command": command, "model": s.model, "data": s.data, "target": problem.budget.target, "budget": problem.budget.text,
+        "objectives": s.objectives, "metric": problem.metric, "limit": problem.limit, "floor": problem.floor,
+        "dense": problem.dense, "cost_settings": problem.cost.describe(), "searcher": s.searcher, "fidelity": s.fidelity,
+        "seed": s.seed, "score": TOP1 if top1 else CUSTOM,
+        "dense_val_accuracy": task.dense_val_accuracy, "dense_test_accuracy": task.dense_test_accuracy,
+        "splits": {"train": len(task.data.train), "val": val_n, "test": test_n},
+        "small_val_split": val_n < MIN_VAL_IMAGES, "min_val_images": MIN_VAL_IMAGES,
+        "machine": machine(), "versions": versions(),
+        "trials": len(searched), "scored": sum(t.scored for t in searched),
+        "rejected": sum(t.state == "rejected" for t in searched),
+        "failed": sum(t.state == "failed" for t in searched), "stopped": result.stopped,
+        "search_s": result.elapsed_s, "elapsed_s": elapsed, "overhead_fraction": overhead,
+        "phase_medians": phase_medians(searched),
+    }
+
+
+def build_summary(problem, result, trials: Sequence[Trial], final, command: str, elapsed: float) -> dict[str, Any]:
+    """Everything ``summary.json`` holds: the run's part (``run_summary``), the exported model's
+    figures, and the speed-up and accuracy change."""
     s, task, dense = problem.settings, problem.task, problem.dense
     m = final.outcome.metrics
     exported = exported_metrics(final.policy_path)
@@ -150,9 +173,9 @@ def build_summary(problem, result, trials: Sequence[Trial], final, command: str,
         "verified_cost": final.verified_cost, "within_budget": final.verified_cost <= problem.limit,
         "model": str(final.model_path), "policy": str(final.policy_path),
     }
-    top1 = getattr(problem.scoring, "evaluate", None) is None
-    scale = 100.0 if top1 else 1.0  # points of accuracy; a user's score as it is
-    val_n, test_n = len(task.data.val), len(task.data.test)
+    summary = run_summary(problem, result, trials, command, elapsed)
+    scale = 100.0 if summary["score"] == TOP1 else 1.0  # points of accuracy; a user's score as it is
+    val_n, test_n = summary["splits"]["val"], summary["splits"]["test"]
 
     def change(key: str, dense_value: float | None) -> float | None:
         value = fin[key]
@@ -160,25 +183,13 @@ def build_summary(problem, result, trials: Sequence[Trial], final, command: str,
 
     slots = [slot.name for slot in problem.space.slots]
     return {
-        "command": command, "model": s.model, "data": s.data, "target": s.target, "budget": s.budget,
-        "metric": problem.metric, "limit": problem.limit, "floor": problem.floor, "dense": dense,
-        "cost_settings": problem.cost.describe(), "searcher": s.searcher, "fidelity": s.fidelity, "seed": s.seed,
-        "score": TOP1 if top1 else CUSTOM,
-        "dense_val_accuracy": task.dense_val_accuracy, "dense_test_accuracy": task.dense_test_accuracy,
-        "splits": {"train": len(task.data.train), "val": val_n, "test": test_n},
-        "small_val_split": val_n < MIN_VAL_IMAGES, "min_val_images": MIN_VAL_IMAGES,
+        **summary,
         "speedup": {"latency": ratio(dense.get("latency_ms"), latency), "macs": ratio(dense.get("macs"), fin["macs"]),
                     "params": ratio(dense.get("params"), fin["params"])},
         "points": {"val": change("val_accuracy", task.dense_val_accuracy),
                    "test": change("test_accuracy", task.dense_test_accuracy),
-                   "val_per_image": 100.0 / val_n if val_n and top1 else None,
+                   "val_per_image": 100.0 / val_n if val_n and scale == 100.0 else None,
                    "test_per_image": 100.0 / test_n if test_n else None},
-        "machine": machine(), "versions": versions(),
-        "trials": len(searched), "scored": sum(t.scored for t in searched),
-        "rejected": sum(t.state == "rejected" for t in searched),
-        "failed": sum(t.state == "failed" for t in searched), "stopped": result.stopped,
-        "search_s": result.elapsed_s, "elapsed_s": elapsed, "overhead_fraction": overhead,
-        "phase_medians": phase_medians(searched),
         "residual_slots": residual_slots(task.model, task.example_inputs(), slots),
         "final": fin,
     }

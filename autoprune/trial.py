@@ -77,6 +77,8 @@ class TrialRequest:
     # from. The trial then measures the dense model alongside and reports latency_ms as
     # ratio x this anchor, so drift in the machine's speed cancels (see ``paired_latency``).
     dense_latency_ms: float | None = None
+    # --objectives: cost metrics every trial must measure (latency too when it is not the target)
+    objectives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
 
         tick = time.perf_counter()
         metrics: dict[str, float] = measure_costs(model, request.cost, latency=False)
-        if request.target == "latency" or fidelity.final:
+        if request.target == "latency" or "latency_ms" in request.objectives or fidelity.final:
             limit = request.limit if request.target == "latency" else None
             metrics.update(read_latency(model, task.model, request.cost, dense_anchor_ms=request.dense_latency_ms, limit=limit))
         timings["measure_s"] = time.perf_counter() - tick

@@ -88,6 +88,15 @@ def searcher_table() -> list[SearcherInfo]:
     return rows
 
 
+def multi_objective_problem(name: str) -> str:
+    """Why searcher ``name`` cannot search several objectives (``--objectives``); '' when it can."""
+    factory = _REGISTRY.get(name.partition(":")[0])
+    if factory is None or getattr(factory, "multi_objective", False):
+        return ""  # an unknown name is refused by its own check
+    able = [n for n, f in _REGISTRY.items() if getattr(f, "multi_objective", False)]
+    return f"{name} searches one objective under a budget; with --objectives use one of {', '.join(able)}"
+
+
 def make_searcher(name: str, **options: Any) -> Searcher:
     """The searcher registered as ``name``, given the ``options`` its factory takes (``agent`` for
     the RL searchers); options it does not take are ignored."""
@@ -126,6 +135,7 @@ __all__ = [
     "SearcherInfo",
     "UniformSearcher",
     "make_searcher",
+    "multi_objective_problem",
     "policy_key",
     "register",
     "searcher_names",

@@ -13,7 +13,7 @@ proposing from an inner loop; see ``docs/searchers.md``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,6 +47,9 @@ class SearchContext:
         example_inputs: a batch of one input, for tracing.
         run_dir: the run directory, where a searcher may keep state to resume from (an RL agent).
         trials: the run's budget of scored trials, for searchers that schedule by it.
+        objectives: the cost metrics traded against accuracy in an ``--objectives`` search
+            (``("latency_ms",)``); empty when the search is for one policy under the budget.
+        dense_costs: the dense model's value of every cost metric.
         calibration: ``n`` -> up to ``n`` normalised training images (a fixed, seeded subset),
             for searchers that look at features (EMO-PMS's per-stage reconstruction); None on
             problems without data (the toy).
@@ -65,6 +68,17 @@ class SearchContext:
     run_dir: Path | None = None
     trials: int | None = None
     calibration: Callable[[int], torch.Tensor] | None = None
+    objectives: tuple[str, ...] = ()
+    dense_costs: Mapping[str, float] | None = None
+
+    def cost_fractions(self, trial: Trial) -> list[float] | None:
+        """The trial's value of each cost objective as a fraction of dense (``--objectives``
+        searches), or None where one was not measured (a trial that failed)."""
+        dense = self.dense_costs or {self.metric: self.dense_cost}
+        values = [trial.metrics.get(metric) for metric in self.objectives]
+        if any(v is None for v in values):
+            return None
+        return [float(v) / float(dense[m]) for v, m in zip(values, self.objectives, strict=True)]
 
     def feasible(self, policy: Policy) -> bool:
         """Is the measured cost within budget (builds the model)?"""
@@ -144,6 +158,8 @@ class Searcher(abc.ABC):
     """Base class of every search family; subclasses implement ``_setup``, ``_ask`` and ``_tell``."""
 
     name: ClassVar[str] = ""
+    # Whether it can search a front of several objectives (``--objectives``, ``ctx.objectives``).
+    multi_objective: ClassVar[bool] = False
     # Fidelity of probes (``is_probe``), e.g. ``bn``; None scores them like every other trial.
     probe_fidelity: str | None = None
 

@@ -34,6 +34,7 @@ class RandomSearcher(Searcher):
     """
 
     name = "random"
+    multi_objective = True  # with --objectives, uniform over the space under the budget (no band)
     max_draws = 5_000
     # Draws estimated under this fraction of the limit wait until the band runs dry. EagleEye
     # samples within 0.5% of its target; our widths come in steps of 4 channels, so the band is
@@ -50,7 +51,7 @@ class RandomSearcher(Searcher):
     def _ask(self, n: int) -> list[Policy]:
         # An estimate that reads low (an untracked, stale table) puts the whole band over budget:
         # once measurements reject more draws than they score, draw anywhere under the budget.
-        near = self.near if self._rejected <= self._scored + 2 else 0.0
+        near = self.near if self._rejected <= self._scored + 2 and not self.context.objectives else 0.0
         return self.context.sample_within_budget(self.rng, n, self.is_new, self.max_draws, near=near)
 
 

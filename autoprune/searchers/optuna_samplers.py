@@ -50,7 +50,7 @@ class _Result:
     """What the in-memory study is told about one policy."""
 
     state: TrialState
-    value: float | None
+    value: float | list[float] | None  # a list in an --objectives search: accuracy, then cost fractions
     constraints: dict[str, float] | None
 
 
@@ -70,6 +70,7 @@ class OptunaSearcher(Searcher):
     """
 
     name: ClassVar[str] = "optuna"
+    multi_objective: ClassVar[bool] = True
     infeasible: ClassVar[str] = "constrained"
     max_attempts: ClassVar[int] = 10
     max_screened: ClassVar[int] = 50
@@ -78,8 +79,10 @@ class OptunaSearcher(Searcher):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         space = self.context.space
         self.distributions: dict[str, BaseDistribution] = distributions(space)
+        # --objectives: accuracy maximised, each cost (a fraction of dense) minimised
+        directions = ["maximize"] + ["minimize"] * len(self.context.objectives)
         self.study = optuna.create_study(
-            direction="maximize", sampler=optuna.samplers.RandomSampler(seed=self.context.seed)
+            directions=directions, sampler=optuna.samplers.RandomSampler(seed=self.context.seed)
         )
         self._sampler_ready = False
         self._pending: dict[tuple[tuple[str, float], ...], optuna.Trial] = {}
@@ -189,7 +192,7 @@ class OptunaSearcher(Searcher):
             self.study.add_trial(
                 optuna.trial.create_trial(
                     state=result.state,
-                    value=result.value,
+                    **({"values": result.value} if isinstance(result.value, list) else {"value": result.value}),
                     params=self._params(trial.policy),
                     distributions=self.distributions,
                     constraints=result.constraints,
@@ -210,12 +213,20 @@ class OptunaSearcher(Searcher):
             return _Result(TrialState.COMPLETE, float(trial.accuracy or 0.0), None)
         constraints = None if c is None else {_CONSTRAINT: float(c)}
         if trial.state == COMPLETE:
-            return _Result(TrialState.COMPLETE, float(trial.accuracy or 0.0), constraints)
+            return _Result(TrialState.COMPLETE, self._values(trial, float(trial.accuracy or 0.0)), constraints)
         if constraints is None:  # rejected without a known cost: assume just over budget
             constraints = {_CONSTRAINT: 1e-6}
         if self.infeasible == "pruned":
             return _Result(TrialState.PRUNED, None, constraints)
-        return _Result(TrialState.COMPLETE, self._best if self._best is not None else 0.0, constraints)
+        return _Result(TrialState.COMPLETE, self._values(trial, self._best if self._best is not None else 0.0), constraints)
+
+    def _values(self, trial: Trial, accuracy: float) -> float | list[float]:
+        """The value told: accuracy, or in an --objectives search accuracy and each cost as a
+        fraction of dense (a policy screened by its estimate has no measured costs: told as dense,
+        which constrained domination never compares, since it is infeasible)."""
+        if not self.context.objectives:
+            return accuracy
+        return [accuracy, *(self.context.cost_fractions(trial) or [1.0] * len(self.context.objectives))]
 
     def _close(self, live: optuna.Trial, result: _Result) -> None:
         for name, value in (result.constraints or {}).items():
@@ -244,7 +255,8 @@ class TPESearcher(OptunaSearcher):
 
 
 class NSGA2Searcher(OptunaSearcher):
-    """NSGA-II as a single-objective genetic algorithm with constrained domination.
+    """NSGA-II with constrained domination: a genetic algorithm on accuracy alone under the budget,
+    or with ``--objectives`` on accuracy and costs together (non-dominated sorting and crowding).
 
     The population is small (8) so that a search of a few dozen trials sees several generations.
     """
@@ -291,6 +303,7 @@ class CmaEsSearcher(OptunaSearcher):
     """
 
     name = "cmaes"
+    multi_objective = False  # CmaEsSampler optimises one objective
     infeasible = "penalty"
 
     def make_sampler(self) -> BaseSampler:

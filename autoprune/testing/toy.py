@@ -44,11 +44,29 @@ class ToyProblem:
         r = [policy[f"slot{i}"] for i in range(len(self.weights))]
         return float(sum(c * (1 - x) for c, x in zip(self.costs, r, strict=True)) / sum(self.costs))
 
-    def context(self, seed: int = 0) -> SearchContext:
+    def context(self, seed: int = 0, *, front: bool = False) -> SearchContext:
+        """The searcher's view; with ``front``, an ``--objectives accuracy,macs`` search bounded
+        by the budget (a budget of 1.0: no bound)."""
         return SearchContext(
             space=self.space(), target="macs", metric="macs", limit=self.budget, dense_cost=1.0, seed=seed,
-            cost_of=self.cost, estimate=self.cost,
+            cost_of=self.cost, estimate=self.cost, objectives=("macs",) if front else (), dense_costs={"macs": 1.0},
         )
+
+    def true_front(self) -> list[tuple[float, float]]:
+        """(accuracy, cost) of every policy no other beats on both, within the budget, by enumeration."""
+        space = self.space()
+        points = set()
+        for values in itertools.product(self.choices, repeat=len(self.weights)):
+            p = space.policy({f"slot{i}": v for i, v in enumerate(values)})
+            if self.cost(p) <= self.budget:
+                points.add((round(self.accuracy(p), 12), round(self.cost(p), 12)))
+        ordered = sorted(points, key=lambda ac: (ac[1], -ac[0]))
+        front, best = [], -np.inf
+        for acc, cost in ordered:  # cheapest first: a point is on the front if it beats every cheaper one
+            if acc > best:
+                front.append((acc, cost))
+                best = acc
+        return front
 
     def optimum(self) -> tuple[float, Policy]:
         """Best feasible accuracy and its policy, by enumeration."""
@@ -64,7 +82,7 @@ class ToyProblem:
 
 def run_toy(
     searcher: Searcher, problem: ToyProblem, trials: int, *, seed: int = 0, batch: int = 1, probes: bool = False,
-    until: Callable[[Trial], bool] | None = None,
+    front: bool = False, until: Callable[[Trial], bool] | None = None,
 ) -> list[Trial]:
     """Drive ``searcher`` on the toy problem like the runner does; returns every trial in order.
 
@@ -73,7 +91,7 @@ def run_toy(
     against ``trials``. Without, every proposal is a trial like any other. With ``until``, the run
     stops after the first trial it holds true for (the optimum reached).
     """
-    searcher.setup(problem.context(seed))
+    searcher.setup(problem.context(seed, front=front))
     out: list[Trial] = []
     scored = proposals = 0
     while scored < trials and proposals < 20 * trials:
