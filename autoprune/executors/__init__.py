@@ -10,7 +10,13 @@ from __future__ import annotations
 import os
 
 from autoprune.errors import UserError
-from autoprune.executors._base import Executor, RemoteTraceback, set_torch_threads
+from autoprune.executors._base import (
+    WORKER_RETRIES,
+    Executor,
+    RemoteTraceback,
+    WorkerDied,
+    set_torch_threads,
+)
 from autoprune.executors.inline import InlineExecutor
 from autoprune.executors.processes import ProcessExecutor
 from autoprune.executors.ray import RayExecutor
@@ -24,6 +30,8 @@ __all__ = [
     "ProcessExecutor",
     "RayExecutor",
     "RemoteTraceback",
+    "WORKER_RETRIES",
+    "WorkerDied",
     "make_executor",
     "set_torch_threads",
 ]

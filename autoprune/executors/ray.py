@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from autoprune.errors import UserError, missing_extra
-from autoprune.executors._base import Executor, RemoteTraceback, set_torch_threads
+from autoprune.executors._base import (
+    WORKER_RETRIES,
+    Executor,
+    RemoteTraceback,
+    WorkerDied,
+    set_torch_threads,
+    worker_died_message,
+)
 
 T = TypeVar("T")
 
@@ -71,16 +78,16 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-# A task whose worker process died (OOM killer, SIGKILL, a crashed node) is run again this many
-# times by the executor itself, not by Ray, so that the retries are counted: the future's
-# ``worker_retries`` says how many, and the search loop records it on the trial.
-WORKER_RETRIES = 3
-
-
 def _worker_died(exc: BaseException) -> bool:
     from ray.exceptions import LocalRayletDiedError, NodeDiedError, WorkerCrashedError
 
     return isinstance(exc, (WorkerCrashedError, NodeDiedError, LocalRayletDiedError))
+
+
+def _death(exc: BaseException) -> str:
+    """One line on how a task's worker died: Ray's exception type and the first line it gives."""
+    first = next((line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -154,6 +161,7 @@ class RayExecutor(Executor):
             raise RuntimeError("cannot submit to an executor that has been shut down")
         out: concurrent.futures.Future[T] = concurrent.futures.Future()
         out.worker_retries = 0  # type: ignore[attr-defined]
+        out.worker_endings = []  # type: ignore[attr-defined]
         out.add_done_callback(self._on_out_done)
         self._launch(out, fn, args)
         return out
@@ -169,19 +177,24 @@ class RayExecutor(Executor):
         fn: Callable[..., Any], args: tuple[Any, ...],
     ) -> None:
         """Copy Ray's outcome into the caller's future (unless the caller cancelled it); a task
-        whose worker died is run again, up to ``WORKER_RETRIES`` times."""
+        whose worker died is run again ``WORKER_RETRIES`` times (Ray's own retries are off, so
+        each one is counted), then fails with :class:`WorkerDied`."""
         try:
             exc = inner.exception()
         except concurrent.futures.CancelledError as cancelled:
             exc = cancelled
-        retry = exc is not None and _worker_died(exc) and out.worker_retries < WORKER_RETRIES
-        if retry and not self._closed and not out.done():
+        died = exc is not None and _worker_died(exc)
+        if died:
+            out.worker_endings.append(_death(exc))
+        if died and out.worker_retries < WORKER_RETRIES and not self._closed and not out.done():
             out.worker_retries += 1
             self._launch(out, fn, args)
             return
         try:
             if exc is None:
                 out.set_result(inner.result())
+            elif died:
+                out.set_exception(WorkerDied(worker_died_message(out.worker_endings)))
             else:
                 out.set_exception(_unwrap(exc))
         except concurrent.futures.InvalidStateError:

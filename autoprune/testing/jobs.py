@@ -77,3 +77,32 @@ def pid_then_sleep(path: str, seconds: float) -> int:
         f.write(f"{os.getpid()}\n")
     time.sleep(seconds)
     return os.getpid()
+
+
+def die_then_run(marks: str, key: str, deaths: int, fn, *args):
+    """SIGKILL this worker process on the first ``deaths`` attempts of ``key``, then run ``fn``.
+
+    Attempts are counted in files under ``marks`` (one per attempt), so a killed attempt is
+    remembered by the next worker: the death is real, and lands in the middle of a trial.
+    """
+    import signal
+
+    folder = Path(marks)
+    folder.mkdir(parents=True, exist_ok=True)
+    attempt = len(list(folder.glob(f"{key}.*")))
+    (folder / f"{key}.{attempt}").write_text(str(os.getpid()))
+    if attempt < deaths:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return fn(*args)
+
+
+def toy_trial(problem, request):
+    """A trial of ``autoprune.testing.toy.ToyProblem``: closed-form accuracy and cost, as the
+    runner's ``run_trial`` would report them (rejected over budget, unless a probe)."""
+    from autoprune.trial import TrialOutcome
+
+    policy = request.policy
+    constraint = problem.cost(policy) / problem.budget - 1.0
+    metrics = {"val_accuracy": problem.accuracy(policy), "macs": problem.cost(policy)}
+    rejected = request.limit is not None and constraint > 0
+    return TrialOutcome(request.number, metrics, rejected, constraint, {})
