@@ -93,6 +93,12 @@ class Executor(abc.ABC):
         """Release the workers. ``cancel=False`` waits for submitted work; ``cancel=True``
         cancels what has not started and kills workers without waiting. Safe to call twice."""
 
+    def describe(self) -> str:
+        """One line for the log: how many trials run at once, and with what."""
+        threads = getattr(self, "threads_per_worker", None)
+        each = f", {threads} thread{'s' if threads != 1 else ''} each" if threads else ""
+        return f"{self.name}: {self.capacity} trial{'s' if self.capacity != 1 else ''} at once{each}"
+
     def __enter__(self) -> Self:
         return self
 

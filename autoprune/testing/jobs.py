@@ -55,6 +55,13 @@ def tiny_training(seed: int, steps: int = 5) -> float:
     return float(loss.item())
 
 
+def assigned_resources() -> dict[str, float]:
+    """What Ray reserved for the task running this (``num_cpus``, ``num_gpus``)."""
+    import ray
+
+    return dict(ray.get_runtime_context().get_assigned_resources())
+
+
 def rendezvous(directory: str, name: str, expected: int, timeout: float = 60.0) -> tuple[int, bool]:
     """Leave a mark in ``directory`` and wait until ``expected`` marks exist.
 
