@@ -111,6 +111,11 @@ RUN_FILES = ("study.db", "settings.yaml", "policy.yaml", "model.pt", "summary.js
 MIN_VAL_IMAGES = 300
 
 
+def in_ray_job() -> bool:
+    """Whether this process is a ``ray job submit`` entrypoint (Ray sets the job's config for it)."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
 def preflight(settings: SearchSettings) -> None:
     """Checks of the run directory and the storage, before any data is read or model trained:
     ``--run-dir`` must be (or become) a directory, a new search must not write over an earlier
@@ -118,6 +123,12 @@ def preflight(settings: SearchSettings) -> None:
     from autoprune.study import study_exists
 
     run_dir = run_dir_for(settings)
+    in_job = in_ray_job()
+    for flag, path in (("--run-dir", run_dir), ("--cache-dir", settings.cache_dir)):
+        if in_job and path is not None and not Path(path).expanduser().is_absolute():
+            raise UserError(f"{flag} {path}: this search runs as a Ray job, in a temporary copy of the working "
+                            f"directory ({Path.cwd()}) that Ray deletes later; give {flag} an absolute path, on "
+                            "storage every node sees when the cluster has several machines (docs/cluster.md)")
     for where in (run_dir, *run_dir.parents):
         if where.exists():
             if not where.is_dir():
