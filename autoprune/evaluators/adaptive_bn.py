@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from autoprune import meter
+
 
 def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_batches: int) -> int:
     """Reset BN running stats and re-estimate them (cumulative mean) on ``n_batches``; returns batches used."""
@@ -25,9 +27,11 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     was_training = model.training
     model.train()
     used = 0
+    device = meter.device_of(model)
     with torch.no_grad():
         for x, _ in batches:
-            model(x)
+            with meter.step(device):
+                model(x)
             used += 1
             if used >= n_batches:
                 break

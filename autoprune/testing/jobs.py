@@ -113,3 +113,34 @@ def toy_trial(problem, request):
     metrics = {"val_accuracy": problem.accuracy(policy), "macs": problem.cost(policy)}
     rejected = request.limit is not None and constraint > 0
     return TrialOutcome(request.number, metrics, rejected, constraint, {})
+
+
+def _busy(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def meter_trainer(env: dict[str, str], seconds: float, step_s: float) -> int:
+    """Busy training "steps" of ``step_s`` inside ``autoprune.meter.step`` for ``seconds``; the count."""
+    os.environ.update(env)
+    from autoprune import meter
+
+    steps, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        with meter.step("cpu"):
+            _busy(step_s)
+        steps += 1
+    return steps
+
+
+def meter_reader(env: dict[str, str], readings: int, read_s: float, pause_s: float) -> int:
+    """``readings`` busy "latency readings" of ``read_s`` inside ``autoprune.meter.reading``."""
+    os.environ.update(env)
+    from autoprune import meter
+
+    for _ in range(readings):
+        time.sleep(pause_s)
+        with meter.reading("cpu"):
+            _busy(read_s)
+    return readings
