@@ -113,11 +113,15 @@ def accuracy(model: nn.Module, data: DataSplits, split: Split, batch_size: int =
     model.eval()
     correct = 0
     device = meter.device_of(model)
+    items = batches(data, split, batch_size, seed=0, shuffle=False)
     try:
         with torch.no_grad():
-            for x, y in batches(data, split, batch_size, seed=0, shuffle=False):
-                with meter.step(device):
-                    correct += int((model(x).argmax(1) == y).sum())
+            while True:
+                with meter.step(device):  # drawing the batch is work on the CPU too
+                    batch = next(items, None)
+                    if batch is None:
+                        break
+                    correct += int((model(batch[0]).argmax(1) == batch[1]).sum())
     finally:
         model.train(was_training)
     return correct / len(split)

@@ -174,8 +174,9 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
     """Prune, measure, (reject or) score one policy; see the module docstring."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    task = load_task(recipe)
-    space = _space(recipe, request.rules)
+    with meter.step("cpu"):  # a fresh worker's setup (unpickling, loading, tracing) takes seconds of CPU
+        task = load_task(recipe)
+        space = _space(recipe, request.rules)
     fidelity = parse_fidelity(request.fidelity, final_steps=request.scoring.final_steps)
     timings["setup_s"] = time.perf_counter() - started
 

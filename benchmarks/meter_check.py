@@ -5,16 +5,17 @@ latency meter (``autoprune/meter.py``: a reading holds the device alone, trainin
 steps), and 2 workers with the meter off (``AUTOPRUNE_METER=off``), to show what it protects
 against. The budget is a fraction of the dense model, so every trial reads the dense model beside
 its candidate: the same network in every trial, whose readings' spread is the reading's own noise.
-The searcher is ``uniform``, whose policies do not depend on results, so the three runs read the
-same candidates and those are compared policy by policy too.
+Candidates that two runs both proposed (a seeded ``random`` search proposes the same ones until
+results steer it apart) are compared policy by policy too.
 
 Prints, per run: the dense model's readings (median, spread = interquartile range / median), the
 candidates' readings as ratios to the 1-worker run's reading of the same policy, how long readings
-waited for training steps (from ``AUTOPRUNE_METER_TRACE``), scored trials per minute, and whether
+waited for the device (from ``AUTOPRUNE_METER_TRACE``; a reading also waits for another worker's
+reading), scored trials per minute of the search loop, and whether
 the 2-worker medians agree with the 1-worker one within the 1-worker spread; then the command.
 
     python benchmarks/meter_check.py                      # the default task: resnet20 on digits, latency 0.5
-    python benchmarks/meter_check.py --trials 12 --fidelity kd:50
+    python benchmarks/meter_check.py --trials 20 --fidelity kd:100 --skip-off
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def run(name: str, workers: int, meter: bool, args: argparse.Namespace, root: Pa
     run_dir, trace = root / name, root / f"{name}.trace"
     env = {**os.environ, "AUTOPRUNE_METER_TRACE": str(trace), "AUTOPRUNE_METER": "on" if meter else "off"}
     argv = [sys.executable, "-m", "autoprune.cli", "search", "--target", "latency", "--budget", args.budget,
-            "--searcher", "uniform", "--trials", str(args.trials), "--fidelity", args.fidelity, "--final-steps", "0",
+            "--searcher", args.searcher, "--trials", str(args.trials), "--fidelity", args.fidelity, "--final-steps", "0",
             "--executor", "processes", "--workers", str(workers), "--threads", "1", "--latency-threads", "1",
             "--seed", str(args.seed), "--run-dir", str(run_dir), *args.extra]
     print(f"[{name}] {shlex.join(argv[3:])}", flush=True)
@@ -69,27 +70,29 @@ def run(name: str, workers: int, meter: bool, args: argparse.Namespace, root: Pa
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}")
-    dense, candidates, scored = [], {}, 0
+    dense, candidates = [], {}
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         if attrs.get("fidelity") == "final" or "latency_ms_now" not in attrs:
             continue
         dense.append(attrs["latency_ms_now"] / attrs["latency_ratio"])
         candidates[attrs["policy"]] = attrs["latency_ms_now"]
-        scored += "val_accuracy" in attrs
+    summary = json.loads((run_dir / "summary.json").read_text())  # the loop's own time, start-up apart
+    scored, loop_s = summary["scored"], summary["search_s"]
     from autoprune.meter import read_trace
 
     rows = read_trace(trace) if trace.exists() else []
     waits = [(start - asked) * 1e3 for kind, _, _, asked, start, _ in rows if kind == "reading"]
-    return Run(name, workers, meter, dense, candidates, waits, 60.0 * scored / wall, wall)
+    return Run(name, workers, meter, dense, candidates, waits, 60.0 * scored / loop_s, wall)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=8, help="scored trials per run (default 8)")
+    parser.add_argument("--trials", type=int, default=10, help="scored trials per run (default 10)")
     parser.add_argument("--budget", default="0.5", help="latency budget, a fraction of dense (default 0.5)")
-    parser.add_argument("--fidelity", default="kd:100", help="how each trial is scored (default kd:100)")
+    parser.add_argument("--fidelity", default="kd:50", help="how each trial is scored (default kd:50)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--searcher", default="random", help="searcher of every run (default random)")
     parser.add_argument("--skip-off", action="store_true", help="leave out the run with the meter off")
     parser.add_argument("extra", nargs="*", help="more `autoprune search` flags, after --")
     args = parser.parse_args()
@@ -111,7 +114,7 @@ def main() -> None:
             print(f"  {r.name:<20} x{statistics.median(ratios):.3f}  spread {spread(ratios):5.1%}  n={len(ratios)}")
         else:
             print(f"  {r.name:<20} no policy in common with the 1-worker run")
-    print("readings' wait for training steps under way (ms): median, max  |  scored trials per minute")
+    print("readings' wait for the device (ms): median, max  |  scored trials per minute of the loop (whole run)")
     for r in runs:
         waits = f"{statistics.median(r.waits_ms):6.1f} {max(r.waits_ms):7.1f}" if r.waits_ms else "     -       -"
         print(f"  {r.name:<20} {waits}  |  {r.per_minute:5.2f}  ({r.wall_s:.0f} s)")

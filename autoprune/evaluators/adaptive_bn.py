@@ -28,13 +28,15 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     model.train()
     used = 0
     device = meter.device_of(model)
+    items = iter(batches)
     with torch.no_grad():
-        for x, _ in batches:
-            with meter.step(device):
-                model(x)
+        while used < n_batches:
+            with meter.step(device):  # drawing the batch is work on the CPU too
+                batch = next(items, None)
+                if batch is None:
+                    break
+                model(batch[0])
             used += 1
-            if used >= n_batches:
-                break
     for m, (momentum, _) in zip(bns, saved, strict=True):
         m.momentum = momentum
     model.train(was_training)

@@ -97,8 +97,8 @@ def distill(
     t = config.temperature
     try:
         for step in range(steps):
-            x, y = next(batches)
             with meter.step(device):  # a latency reading on this device waits for the step, not the fine-tune
+                x, y = next(batches)  # augmenting the batch is work on the CPU too
                 with autocast(device):  # bfloat16 forward passes on CUDA; nothing changes on the CPU
                     with torch.no_grad():
                         t_logits = teacher(x)
