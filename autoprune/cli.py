@@ -64,7 +64,10 @@ HELP = {
     "executor": "where trials run: inline (this process) | processes | ray",
     "workers": "trials run at once",
     "threads": "CPU threads per trial for training",
-    "ray_address": "join this Ray cluster",
+    "ray_address": "join this Ray cluster: host:port, or auto on one of its nodes",
+    "trial_cpus": "CPUs Ray reserves for each trial (num_cpus; a fraction below 1, or a whole number); torch "
+                  "threads per trial follow from it unless --threads is given",
+    "trial_gpus": "GPUs Ray reserves for each trial (num_gpus; 0.25 lets four fine-tunes share one GPU)",
     "device": "where dense training, fine-tunes and evaluation run: auto (CUDA when present) | cpu | cuda[:N]",
     "latency_device": "the deploy device latency is read on: cpu | cuda[:N] (need not be the training device)",
     "run_dir": "where the study, policy, model and report go",
@@ -83,8 +86,13 @@ DEFAULT_WORDS = {
     "train_limit": "all", "val_limit": "all", "time_limit": "none",
     "space": "by model: cifar_resnet, mobilenet, torchvision or default",
     "rungs": "none, every trial at --fidelity",
-    "threads": "cores / workers",
-    "ray_address": "start a local Ray",
+    "workers": "1; on a Ray cluster, what it offers: its GPUs / --trial-gpus where trials take GPUs, "
+               "else its CPUs / --trial-cpus",
+    "threads": "cores / workers; under ray, --trial-cpus",
+    "ray_address": "RAY_ADDRESS when set (as in a `ray job submit` job), else start a local Ray",
+    "trial_cpus": "--threads, else the cluster's CPUs / workers, or 1 where the workers follow from the cluster",
+    "trial_gpus": "1 with --device cuda or --latency-device cuda, 1 with --device auto where the cluster has "
+                  "GPUs, else 0",
     "run_dir": "runs/<target>-<budget>-<searcher>-<time> (front-<objectives>-<searcher>-<time>)",
     "storage": "SQLite file study.db in the run directory",
     "study_name": "the run directory's name; with --resume, the study the storage holds",
@@ -96,7 +104,7 @@ GROUPS = {
     "model and data": ("model", "data", "checkpoint", "image_size", "dense_epochs", "train_limit", "val_limit"),
     "search": ("searcher", "agent", "algorithm", "trials", "time_limit", "space", "granularity", "seed", "resume"),
     "scoring": ("fidelity", "rungs", "criterion", "final_steps", "feature_distill", "lr"),
-    "execution": ("device", "executor", "workers", "threads", "ray_address"),
+    "execution": ("device", "executor", "workers", "threads", "ray_address", "trial_cpus", "trial_gpus"),
     "output and storage": ("run_dir", "storage", "study_name", "cache_dir"),
 }
 # Placeholders in the help (argparse's default, the flag's name in capitals, is long for some).
@@ -106,7 +114,7 @@ METAVARS = {
     "rungs": "F,F,...", "criterion": "NAME", "executor": "NAME", "ray_address": "ADDRESS", "run_dir": "DIR",
     "storage": "URL", "study_name": "NAME", "cache_dir": "DIR", "lr": "LR", "feature_distill": "WEIGHT",
     "time_limit": "SECONDS", "device": "DEVICE", "latency_device": "DEVICE", "objectives": "A,B,...",
-    "algorithm": "NAME",
+    "algorithm": "NAME", "trial_cpus": "CPUS", "trial_gpus": "GPUS",
 }
 DESCRIPTION = """\
 Search how much to prune each group of coupled channels so that the model

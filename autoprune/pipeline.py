@@ -6,6 +6,7 @@ policy's final fine-tune, export and report (``autoprune.finalize``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -111,6 +112,11 @@ RUN_FILES = ("study.db", "settings.yaml", "policy.yaml", "model.pt", "summary.js
 MIN_VAL_IMAGES = 300
 
 
+def in_ray_job() -> bool:
+    """Whether this process is a ``ray job submit`` entrypoint (Ray sets the job's config for it)."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
 def preflight(settings: SearchSettings) -> None:
     """Checks of the run directory and the storage, before any data is read or model trained:
     ``--run-dir`` must be (or become) a directory, a new search must not write over an earlier
@@ -118,6 +124,12 @@ def preflight(settings: SearchSettings) -> None:
     from autoprune.study import study_exists
 
     run_dir = run_dir_for(settings)
+    in_job = in_ray_job()
+    for flag, path in (("--run-dir", run_dir), ("--cache-dir", settings.cache_dir)):
+        if in_job and path is not None and not Path(path).expanduser().is_absolute():
+            raise UserError(f"{flag} {path}: this search runs as a Ray job, in a temporary copy of the working "
+                            f"directory ({Path.cwd()}) that Ray deletes later; give {flag} an absolute path, on "
+                            "storage every node sees when the cluster has several machines (docs/cluster.md)")
     for where in (run_dir, *run_dir.parents):
         if where.exists():
             if not where.is_dir():
@@ -172,7 +184,7 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
     parse_fidelity(settings.fidelity)
     if settings.trials < 1:
         raise UserError(f"--trials must be at least 1, got {settings.trials}")
-    if settings.workers < 1:
+    if settings.workers is not None and settings.workers < 1:
         raise UserError(f"--workers must be at least 1, got {settings.workers}")
     if settings.latency_repeats < 1 or settings.latency_warmup < 0:
         raise UserError(f"--latency-repeats must be at least 1 and --latency-warmup at least 0, "
@@ -198,7 +210,7 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
     dense = measure_costs(task.model, cost, latency=False)
     dense["latency_ms"] = steady_latency(task.model, cost)  # a fraction budget's limit derives from it
     limit = budget.limit(dense[budget.metric])
-    threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // (settings.workers or 1))
     scoring = ScoringConfig(
         criterion=settings.criterion,
         distill=DistillConfig(lr=settings.lr, feature_weight=settings.feature_distill),
@@ -351,7 +363,6 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
     ``autoprune.search`` both come here. ``console`` (rich) gets the log and the progress bar; the
     final table goes to stdout for the CLI (the one output a script may want), else to ``console``."""
     from autoprune.errors import EXIT_OVER_BUDGET
-    from autoprune.executors import make_executor
     from autoprune.finalize import finalize, pick, write_summary
     from autoprune.model_io import load
     from autoprune.progress import SearchProgress, make_console
@@ -393,9 +404,12 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
                       f"{settings.trials} search trials are scored, {remaining} to go")
     storage = settings.storage or f"{problem.run_dir / 'study.db'}"
     console.print(f"run directory: {problem.run_dir}  (watch it live: optuna-dashboard {storage})")
-    loop = LoopConfig(trials=remaining, batch=settings.workers, time_limit_s=settings.time_limit, seed=settings.seed)
-    executor = make_executor(settings.executor, workers=settings.workers, threads_per_worker=problem.scoring.threads,
-                             ray_address=settings.ray_address)
+    executor = run_executor(problem)
+    if executor.name != "inline":  # under ray the threads follow from the per-trial CPUs
+        problem = dataclasses.replace(problem, scoring=dataclasses.replace(problem.scoring,
+                                                                           threads=executor.threads_per_worker))
+    console.print(f"executor: {executor.describe()}")
+    loop = LoopConfig(trials=remaining, batch=executor.capacity, time_limit_s=settings.time_limit, seed=settings.seed)
     with executor:
         total = planned_trials(remaining, rungs) if rungs else remaining
         with SearchProgress(console, total, problem.metric) as progress:
@@ -429,6 +443,19 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
     model = load(final.model_path, dense_model=problem.task.model)
     return SearchResult(model, best.policy, ledger.study, problem.run_dir, summary,
                         EXIT_OVER_BUDGET if over else 0, problem.task.model)
+
+
+def run_executor(problem: Problem):
+    """The executor of ``problem.settings``: Ray's per-trial request from ``--trial-cpus``,
+    ``--trial-gpus`` and the devices; threads from ``--threads`` or, under Ray, from that request."""
+    from autoprune.executors import default_trial_resources, make_executor
+
+    s = problem.settings
+    if s.executor != "ray":
+        return make_executor(s.executor, workers=s.workers, threads_per_worker=problem.scoring.threads)
+    resources = default_trial_resources(s.trial_cpus, s.trial_gpus, s.device, s.latency_device)
+    return make_executor("ray", workers=s.workers, threads_per_worker=s.threads, ray_address=s.ray_address,
+                         resources=resources)
 
 
 def check_live_executor(settings: SearchSettings, task: Task | None, evaluate: Any, finetune: Any) -> None:

@@ -133,7 +133,7 @@ def run_loop(
                 proposed += 1
             for number, policy, seed, fidelity, probe, future in pending:
                 concurrent.futures.wait([future])
-                if getattr(future, "worker_retries", 0):  # a Ray worker died and the trial ran again
+                if getattr(future, "worker_retries", 0):  # its worker died, and the trial ran again
                     ledger.annotate(number, worker_retries=future.worker_retries)
                 try:
                     outcome = future.result()

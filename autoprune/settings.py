@@ -45,9 +45,11 @@ class SearchSettings:
     latency_repeats: int = 30
     latency_device: str = "cpu"
     executor: str = "inline"
-    workers: int = 1
+    workers: int | None = None
     threads: int | None = None
     ray_address: str | None = None
+    trial_cpus: float | None = None
+    trial_gpus: float | None = None
     device: str = "auto"
     seed: int = 0
     run_dir: str | None = None
@@ -100,7 +102,7 @@ MINIMUM: dict[str, tuple[float, bool]] = {
     "latency_batch": (1, True), "latency_threads": (1, True), "latency_warmup": (0, True),
     "latency_repeats": (1, True), "seed": (0, True), "image_size": (4, True), "dense_epochs": (1, True),
     "train_limit": (1, True), "val_limit": (1, True), "feature_distill": (0.0, True),
-    "lr": (0.0, False), "time_limit": (0.0, False),
+    "lr": (0.0, False), "time_limit": (0.0, False), "trial_cpus": (0.0, False), "trial_gpus": (0.0, True),
 }
 # Names checked here because a typo would otherwise surface only after the dense model is built;
 # tests/test_reliability.py checks that they match the registries they mirror.
@@ -239,7 +241,8 @@ NAME_CHECKS = {
 
 def check_together(values: dict[str, Any], where: str) -> None:
     """Checks of one setting against another: the budget's syntax and unit for its target (none
-    only with objectives), and whether the searcher can search several objectives."""
+    only with objectives), whether the searcher can search several objectives, and Ray's
+    per-trial resources against the executor and the devices."""
     from autoprune.objectives import NO_BUDGET, parse_budget
 
     budget, objectives = values.get("budget"), values.get("objectives")
@@ -257,6 +260,29 @@ def check_together(values: dict[str, Any], where: str) -> None:
         problem = multi_objective_problem(str(values.get("searcher", "tpe")))
         if problem:
             raise UserError(f"{where}: {_label('searcher', where)}: {problem}")
+    problem = _resources_problem(values, where)
+    if problem:
+        raise UserError(f"{where}: {problem}")
+
+
+def _resources_problem(values: dict[str, Any], where: str) -> str:
+    cpus, gpus = values.get("trial_cpus"), values.get("trial_gpus")
+    given = [key for key in ("trial_cpus", "trial_gpus") if values.get(key) is not None]
+    if given and values.get("executor") != "ray":
+        return f"{_label(given[0], where)} is what Ray reserves per trial: it only applies to the ray executor"
+    for key, value in (("trial_cpus", cpus), ("trial_gpus", gpus)):
+        if value is not None and value > 1 and value != int(value):
+            return f"{_label(key, where)} {value:g}: Ray reserves a fraction below 1 or a whole number"
+    devices = (values.get("device", "auto"), values.get("latency_device", "cpu"))
+    if gpus and all(d == "cpu" for d in devices):
+        return (f"{_label('trial_gpus', where)} {gpus:g} reserves GPUs for trials that train and read latency on "
+                f"the CPU; use {_label('device', where)} auto or cuda, or leave the GPUs to others")
+    if values.get("executor") == "ray":
+        for key, spec in zip(("device", "latency_device"), devices, strict=True):
+            if spec.startswith("cuda:") and spec != "cuda:0":
+                return (f"{_label(key, where)} {spec}: under the ray executor each trial sees only the GPUs Ray "
+                        f"gives it (as cuda:0); use {_label(key, where)} cuda")
+    return ""
 
 
 def _label(key: str, where: str) -> str:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoprune import meter
 from autoprune.data import DataSplits, Split, batches, default_cache_dir, load_data
 from autoprune.errors import UserError
 from autoprune.models import build_model, load_checkpoint
@@ -111,10 +112,16 @@ def accuracy(model: nn.Module, data: DataSplits, split: Split, batch_size: int =
     was_training = model.training
     model.eval()
     correct = 0
+    device = meter.device_of(model)
+    items = batches(data, split, batch_size, seed=0, shuffle=False)
     try:
         with torch.no_grad():
-            for x, y in batches(data, split, batch_size, seed=0, shuffle=False):
-                correct += int((model(x).argmax(1) == y).sum())
+            while True:
+                with meter.step(device):  # drawing the batch is work on the CPU too
+                    batch = next(items, None)
+                    if batch is None:
+                        break
+                    correct += int((model(batch[0]).argmax(1) == batch[1]).sum())
     finally:
         model.train(was_training)
     return correct / len(split)
@@ -189,13 +196,14 @@ def train_dense(
                 augment=data.augment,
                 drop_last=drop_last,
             ):
-                with autocast(where):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
+                with meter.step(where):
+                    with autocast(where):
+                        logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
                 advance(epoch, float(loss.detach()))
             if on_epoch is not None:
                 state = {"model": model.state_dict(), "optimizer": opt.state_dict(),

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from autoprune import meter
 from autoprune.costs import CostSettings, measure_costs
 from autoprune.costs.latency import LatencyCost, anchored_reading, thread_count
 from autoprune.device import on_device, placed, resolve, synchronize
@@ -105,7 +106,8 @@ def slim(task: Task, space: SearchSpace, policy: Policy, criterion: str, seed: i
     batch = None
     if criterion == "taylor":
         batch = next(batches(task.data, task.data.train, 64, seed=seed, shuffle=True))
-    return apply_policy(task.model, space, policy, task.example_inputs(), criterion=criterion, batch=batch)
+    with meter.step("cpu"):  # tracing and pruning are CPU work that a reading must not run beside
+        return apply_policy(task.model, space, policy, task.example_inputs(), criterion=criterion, batch=batch)
 
 
 # A reading this close to a latency limit (as a fraction of it) is taken again before the trial
@@ -151,7 +153,8 @@ def fine_tune(model: torch.nn.Module, task: Task, scoring: ScoringConfig, steps:
     if scoring.finetune is None:
         return distill(model, task.model, train, steps, scoring.distill)
     if steps > 0:
-        scoring.finetune(model, task.model, steps)
+        with meter.step(meter.device_of(model)):  # a user's loop cannot yield between its steps
+            scoring.finetune(model, task.model, steps)
         model.eval()
     return {}
 
@@ -161,7 +164,7 @@ def score(model: torch.nn.Module, task: Task, scoring: ScoringConfig) -> float:
     if scoring.evaluate is None:
         return accuracy(model, task.data, task.data.val)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), meter.step(meter.device_of(model)):
         value = scoring.evaluate(model)
     try:
         return float(value)
@@ -173,8 +176,9 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
     """Prune, measure, (reject or) score one policy; see the module docstring."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    task = load_task(recipe)
-    space = _space(recipe, request.rules)
+    with meter.step("cpu"):  # a fresh worker's setup (unpickling, loading, tracing) takes seconds of CPU
+        task = load_task(recipe)
+        space = _space(recipe, request.rules)
     fidelity = parse_fidelity(request.fidelity, final_steps=request.scoring.final_steps)
     timings["setup_s"] = time.perf_counter() - started
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -19,6 +19,7 @@ from autoprune.executors import (
     InlineExecutor,
     ProcessExecutor,
     RayExecutor,
+    TrialResources,
     make_executor,
 )
 from autoprune.testing import jobs
@@ -118,23 +119,81 @@ def test_ray_runs_trials_in_parallel_and_cancels(ray_executor: RayExecutor, tmp_
     assert ray_executor.submit(jobs.square, 4).result(timeout=TIMEOUT) == 16
 
 
-def test_keyboard_interrupt_kills_process_workers_promptly() -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too
+        return f.read().split(") ")[-1][0] != "Z"
+
+
+def test_keyboard_interrupt_kills_process_workers_promptly(tmp_path) -> None:
     start = time.monotonic()
+    pids = tmp_path / "pids"
     with pytest.raises(KeyboardInterrupt):
         with ProcessExecutor(workers=1) as executor:
-            futures = [executor.submit(jobs.sleep, 60) for _ in range(3)]
-            workers = list(executor._pool._processes.values())
+            futures = [executor.submit(jobs.pid_then_sleep, str(pids), 60) for _ in range(3)]
+            _wait_for_pids(pids, 1)
+            workers = executor.worker_pids()
             raise KeyboardInterrupt
-    assert time.monotonic() - start < 20
-    assert workers and not any(w.is_alive() for w in workers)
+    assert time.monotonic() - start < 60
+    assert workers and not any(_alive(pid) for pid in workers)
     assert futures[-1].cancelled()
     # Waiting on the killed and cancelled trials returns at once instead of hanging.
     _, not_done = concurrent.futures.wait(futures, timeout=10)
     assert not not_done
-    with pytest.raises((concurrent.futures.CancelledError, BrokenProcessPool)):
+    with pytest.raises(concurrent.futures.CancelledError):
         futures[0].result(timeout=1)
     with pytest.raises(RuntimeError, match="shut down"):
         executor.submit(jobs.square, 2)
+
+
+def _wait_for_pids(path, n: int, timeout: float = TIMEOUT) -> list[int]:
+    """The PIDs that ``jobs.pid_then_sleep`` calls wrote to ``path``, once there are ``n``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [int(p) for p in path.read_text().split()] if path.exists() else []
+        if len(pids) >= n:
+            return pids
+        assert time.monotonic() < deadline, f"only {len(pids)} of {n} jobs started"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["processes", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_worker_killed_mid_trial_is_run_again_once_then_failed(kind: str, tmp_path) -> None:
+    """SIGKILL of the worker running a trial: run again on a fresh worker; killed again, the trial
+    fails with WorkerDied and says how; a trial running on the other worker meanwhile finishes."""
+    if kind == "ray":
+        pytest.importorskip("ray")
+    from autoprune.executors import WorkerDied
+
+    executor = ProcessExecutor(workers=2) if kind == "processes" else RayExecutor(workers=2, threads_per_worker=1)
+    try:
+        survivor = executor.submit(jobs.pid_then_sleep, str(tmp_path / "survivor"), 3.0)
+        other = _wait_for_pids(tmp_path / "survivor", 1)[0]
+        pids = tmp_path / "once"
+        once = executor.submit(jobs.pid_then_sleep, str(pids), 1.0)
+        first = _wait_for_pids(pids, 1)[0]
+        os.kill(first, signal.SIGKILL)
+        second = once.result(timeout=TIMEOUT)
+        assert second != first and once.worker_retries == 1  # Ray may reuse the survivor's worker by now
+        assert [int(p) for p in pids.read_text().split()] == [first, second]
+
+        pids = tmp_path / "twice"
+        twice = executor.submit(jobs.pid_then_sleep, str(pids), 30.0)
+        os.kill(_wait_for_pids(pids, 1)[0], signal.SIGKILL)
+        os.kill(_wait_for_pids(pids, 2)[1], signal.SIGKILL)
+        with pytest.raises(WorkerDied, match="died on each of 2 attempts") as caught:
+            twice.result(timeout=TIMEOUT)
+        assert twice.worker_retries == 1
+        if kind == "processes":  # Ray's message names no signal: it only sees the connection drop
+            assert str(caught.value).count("killed by SIGKILL") == 2
+        assert survivor.result(timeout=TIMEOUT) == other  # never disturbed, never run again
+        assert survivor.worker_retries == 0
+        assert executor.submit(jobs.square, 5).result(timeout=TIMEOUT) == 25  # still usable
+    finally:
+        executor.shutdown(cancel=True)
 
 
 def test_make_executor_builds_each_kind() -> None:
@@ -175,3 +234,94 @@ def test_unreachable_ray_address_is_a_quick_user_error() -> None:
         RayExecutor(workers=1, address="127.0.0.1:1")
     assert "\n" not in str(caught.value)
     assert time.monotonic() - start < 10
+
+
+# -- what Ray reserves per trial, and how many trials a cluster holds ---------------------------------
+@pytest.mark.parametrize(
+    ("offered", "node", "kwargs", "expected"),
+    [
+        # a CPU cluster, workers not given: one 1-CPU trial per CPU, 1 thread each
+        ((8, 0), (4, 0), {}, (8, 1.0, 0.0, 1)),
+        # --threads 2: each trial reserves 2 CPUs
+        ((8, 0), (4, 0), {"threads": 2}, (4, 2.0, 0.0, 2)),
+        # GPUs shared by four trials each: 8 trials, 16 CPUs split evenly among them
+        ((16, 2), (8, 1), {"resources": TrialResources(gpus=0.25)}, (8, 2.0, 0.25, 2)),
+        # the CPUs bind before the GPUs do
+        ((3, 2), (3, 2), {"resources": TrialResources(cpus=1, gpus=0.25)}, (3, 1.0, 0.25, 1)),
+        # auto: a GPU per trial where the cluster has GPUs
+        ((16, 2), (8, 1), {}, (2, 8.0, 1.0, 8)),
+        # workers given: an even share of the CPUs each; a fraction trains with 1 thread
+        ((2, 0), (2, 0), {"workers": 2}, (2, 1.0, 0.0, 1)),
+        ((2, 0), (2, 0), {"workers": 4, "resources": TrialResources(cpus=0.5)}, (4, 0.5, 0.0, 1)),
+        ((16, 0), (16, 0), {"workers": 3, "threads": 2}, (3, 2.0, 0.0, 2)),
+    ],
+)
+def test_trials_per_cluster_and_what_each_reserves(offered, node, kwargs, expected) -> None:
+    from autoprune.executors import plan_trials
+
+    args = {"workers": None, "threads": None, "resources": TrialResources(), **kwargs}
+    plan = plan_trials(*offered, node, **args)
+    assert (plan.workers, plan.cpus, plan.gpus, plan.threads) == expected
+
+
+@pytest.mark.parametrize(
+    ("offered", "node", "resources", "message"),
+    [
+        ((8, 0), (8, 0), TrialResources(gpus=1), "offers 8 CPUs and 0 GPUs"),
+        ((8, 0), (4, 0), TrialResources(cpus=6), "largest node of the Ray cluster has 4 CPUs"),
+        ((8, 2), (8, 1), TrialResources(gpus=2), "largest node of the Ray cluster has 8 CPUs and 1 GPUs"),
+        ((8, 0), (8, 0), TrialResources(cpus=1.5), "a fraction below 1 or a whole number"),
+        ((8, 0), (8, 0), TrialResources(cpus=0), "--trial-cpus must be > 0"),
+        ((8, 0), (8, 0), TrialResources(gpus=-1), "--trial-gpus must be >= 0"),
+        ((0.5, 0), (0.5, 0), TrialResources(), "not enough for one trial of 1 CPUs"),
+    ],
+)
+def test_a_request_no_node_can_hold_is_a_one_line_error(offered, node, resources, message) -> None:
+    from autoprune.executors import plan_trials
+
+    with pytest.raises(UserError, match=message) as caught:
+        plan_trials(*offered, node, workers=None, threads=None, resources=resources)
+    assert "\n" not in str(caught.value)
+
+
+def test_trial_gpus_default_from_the_devices() -> None:
+    from autoprune.executors import default_trial_resources
+
+    assert default_trial_resources(None, None, "cuda").gpus == 1.0
+    assert default_trial_resources(None, None, "cpu", "cuda:0").gpus == 1.0  # reads latency on the GPU
+    assert default_trial_resources(None, None, "cpu").gpus == 0.0
+    assert default_trial_resources(None, None, "auto").gpus is None  # 1 where the cluster has GPUs
+    assert default_trial_resources(0.5, 0.25, "cpu") == TrialResources(0.5, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"executor": "processes", "trial_cpus": 1.0}, "'trial_cpus' is what Ray reserves per trial"),
+        ({"executor": "ray", "trial_cpus": 1.5}, "'trial_cpus' 1.5: Ray reserves a fraction below 1"),
+        ({"executor": "ray", "trial_gpus": 0.5, "device": "cpu"}, "reserves GPUs for trials that train"),
+        ({"executor": "ray", "trial_cpus": 0.0}, "'trial_cpus' must be a number > 0"),
+    ],
+)
+def test_bad_trial_resources_are_refused_by_the_settings(values: dict, message: str) -> None:
+    from autoprune.settings import SearchSettings
+
+    with pytest.raises(UserError, match=message) as caught:
+        SearchSettings(**values)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.ray
+def test_ray_tasks_reserve_the_requested_fraction_and_threads_follow(tmp_path) -> None:
+    pytest.importorskip("ray")
+    executor = RayExecutor(workers=4, resources=TrialResources(cpus=0.5))
+    try:
+        assert executor.capacity == 4 and executor.threads_per_worker == 1
+        assert "each reserves 0.5 CPUs and 0 GPUs" in executor.describe()
+        assert executor.submit(jobs.assigned_resources).result(timeout=TIMEOUT) == {"CPU": 0.5}
+        assert executor.submit(jobs.thread_count).result(timeout=TIMEOUT) == 1
+        # four half-CPU trials run at once on this machine's cores
+        futures = [executor.submit(jobs.rendezvous, str(tmp_path), f"job{i}", 4) for i in range(4)]
+        assert all(f.result(timeout=TIMEOUT)[1] for f in futures)
+    finally:
+        executor.shutdown(cancel=True)

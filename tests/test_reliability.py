@@ -296,6 +296,10 @@ def _corpus(tmp: Path, run_dir: Path) -> dict[str, tuple[list[str], str]]:
         "feature-distill -1": ([*resume, "--feature-distill", "-1"], "--feature-distill must be a number >= 0"),
         "criterion typo": ([*resume, "--criterion", "magnitud"], "--criterion must be one of magnitude, taylor, bn"),
         "executor typo": ([*resume, "--executor", "thread"], "--executor must be one of inline, processes, ray"),
+        "trial-cpus without ray": ([*resume, "--trial-cpus", "1"], "--trial-cpus is what Ray reserves per trial"),
+        "trial-cpus 1.5": ([*resume, "--executor", "ray", "--trial-cpus", "1.5"], "Ray reserves a fraction below 1"),
+        "trial-gpus on the cpu": ([*resume, "--executor", "ray", "--trial-gpus", "0.5", "--device", "cpu"],
+                                  "reserves GPUs for trials that train and read latency on the CPU"),
         "garbage storage": (["search", "--run-dir", str(tmp / "s"), "--storage", "nosuchdb://x"], "cannot open Optuna storage"),
         "checkpoint payload (torch.save)": ([*SEARCH, "--run-dir", str(tmp / "c"), "--checkpoint", str(tmp / "payload.pt")], "holds pickled Python objects"),
         "checkpoint payload (raw pickle)": ([*SEARCH, "--run-dir", str(tmp / "c"), "--checkpoint", str(tmp / "raw.pkl")], "holds pickled Python objects"),
@@ -312,7 +316,8 @@ CASE_NAMES = [
     "recipe python tag", "run-dir is a file", "run-dir under a file", "new search over a finished run",
     "resume without a study", "resume with another budget", "lr -1", "final-steps -5", "threads 0", "threads -2",
     "threads abc", "latency-batch 0", "trials 0", "workers 0", "time-limit 0", "image-size 2", "seed -1",
-    "feature-distill -1", "criterion typo", "executor typo", "garbage storage", "checkpoint payload (torch.save)",
+    "feature-distill -1", "criterion typo", "executor typo", "trial-cpus without ray", "trial-cpus 1.5",
+    "trial-gpus on the cpu", "garbage storage", "checkpoint payload (torch.save)",
     "checkpoint payload (raw pickle)", "single-class image folder", "apply --out is a directory",
     "apply --out under a file", "apply policy with a python tag",
 ]
@@ -463,28 +468,65 @@ def test_data_of_one_class_is_refused(tmp_path):
         load_data(f"imagefolder:{tmp_path}", cache_dir=tmp_path / "cache", progress=False)
 
 
-# -- a Ray worker killed mid-trial ----------------------------------------------------------------------
-@pytest.mark.ray
-def test_a_ray_worker_killed_mid_task_is_run_again_and_counted(tmp_path):
-    pytest.importorskip("ray")
-    from autoprune.executors import RayExecutor
-    from autoprune.testing import jobs
+# -- workers killed mid-trial ---------------------------------------------------------------------------
+class _Deadly:
+    """Runs each trial through ``jobs.die_then_run``: the worker of trial N SIGKILLs itself on the
+    first ``deaths[N]`` attempts (counted on disk, so the next worker knows), then scores it."""
 
-    pids = tmp_path / "pids"
-    executor = RayExecutor(workers=1, threads_per_worker=1)
+    def __init__(self, inner, problem, marks: Path, deaths: dict[int, int]) -> None:
+        self.inner, self.problem, self.marks, self.deaths = inner, problem, marks, deaths
+        self.capacity = inner.capacity
+
+    def submit(self, fn, recipe, request):
+        from autoprune.testing import jobs
+
+        deaths = self.deaths.get(request.number, 0)
+        return self.inner.submit(jobs.die_then_run, str(self.marks), str(request.number), deaths,
+                                 jobs.toy_trial, self.problem, request)
+
+
+@pytest.mark.parametrize("kind", ["processes", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_search_whose_workers_die_mid_trial_completes_and_loses_no_other_trial(kind, tmp_path):
+    """Trial 1's worker dies on both attempts: failed, with the reason. Trial 2's dies once: run
+    again and scored. Every other trial, running beside them on the other worker, is kept."""
+    from autoprune.costs import CostSettings
+    from autoprune.executors import ProcessExecutor, RayExecutor
+    from autoprune.rules import SpaceRules
+    from autoprune.runner import LoopConfig, run_loop
+    from autoprune.searchers import make_searcher
+    from autoprune.study import Ledger, to_trial
+    from autoprune.testing.toy import ToyProblem
+    from autoprune.trial import ScoringConfig, TrialRequest
+
+    if kind == "ray":
+        pytest.importorskip("ray")
+    problem = ToyProblem.make()
+    space = problem.space()
+    ledger = Ledger.open(space, storage=str(tmp_path / "study.journal"), study_name="s", resume=False)
+    searcher = make_searcher("random")
+    searcher.setup(problem.context(0))
+    template = TrialRequest(number=-1, policy=space.dense(), seed=0, fidelity="kd:1", target="macs",
+                            limit=problem.budget, rules=SpaceRules(), cost=CostSettings((1, 8, 8)), scoring=ScoringConfig())
+    inner = ProcessExecutor(workers=2) if kind == "processes" else RayExecutor(workers=2, threads_per_worker=1)
     try:
-        future = executor.submit(jobs.pid_then_sleep, str(pids), 3.0)
-        deadline = time.monotonic() + 120
-        while not pids.exists() or not pids.read_text().strip():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        first = int(pids.read_text().split()[0])
-        os.kill(first, signal.SIGKILL)
-        second = future.result(timeout=120)
+        result = run_loop(None, template, searcher, ledger, _Deadly(inner, problem, tmp_path / "marks", {1: 2, 2: 1}),
+                          LoopConfig(trials=5, batch=2))
     finally:
-        executor.shutdown(cancel=True)
-    assert second != first and future.worker_retries == 1
-    assert [int(p) for p in pids.read_text().split()] == [first, second]
+        inner.shutdown(cancel=True)
+    trials = {t.number: t for t in ledger.study.get_trials()}
+    assert result.stopped == "trials" and sum(t.scored for t in result.trials) == 5
+    failed = [n for n, t in trials.items() if t.state == TrialState.FAIL]
+    assert failed == [1], "only the trial whose worker died twice may fail"
+    attrs = trials[1].user_attrs
+    assert attrs["reason"].startswith("failed: WorkerDied: the worker process running this trial died on each of 2")
+    assert attrs["worker_retries"] == 1
+    if kind == "processes":
+        assert attrs["error"].count("killed by SIGKILL") == 2
+    assert trials[2].state in (TrialState.COMPLETE, TrialState.PRUNED) and trials[2].user_attrs["worker_retries"] == 1
+    assert trials[2].user_attrs["macs"] == pytest.approx(problem.cost(to_trial(trials[2], space.fingerprint).policy))
+    assert all("worker_retries" not in t.user_attrs for n, t in trials.items() if n not in (1, 2))
+    assert not any(t.state == TrialState.RUNNING for t in trials.values())
+    assert len(list((tmp_path / "marks").glob("1.*"))) == 2 and len(list((tmp_path / "marks").glob("2.*"))) == 2
 
 
 def test_resume_leaves_the_running_trials_of_a_live_search_alone(tmp_path):

@@ -308,7 +308,9 @@ def throughput_section(result) -> list[str]:
     task = next((t.name for t in result.tasks if t.error is None), "")
     lines = ["## Throughput", "", f"A `random` search of `{task}` per executor and worker count (warm-up of fresh "
              "workers included; executor start-up timed apart). Overhead: the worker time available (wall × parallel "
-             "workers) not spent fine-tuning or evaluating.", ""]
+             "workers) not spent fine-tuning or evaluating. Latency readings are protected from the parallel workers: "
+             "each holds its device alone, and training yields to it between steps (`autoprune/meter.py`), so a "
+             "reading waits for at most one step per worker instead of timing their training too.", ""]
     lines += _table(["executor", "workers", "scored", "wall s", "scored trials / min", "overhead", "notes"], rows)
     return lines + ["", f"_{provenance(result)}_", ""]
 

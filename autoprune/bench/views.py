@@ -79,7 +79,7 @@ def anytime_search(base, *, searcher: str, seed: int, trials: int, min_time: flo
     stopped, error = "", None
     try:
         search = make_run_searcher(problem)
-        loop = LoopConfig(trials=trials, batch=settings.workers, min_time_s=min_time, seed=seed,
+        loop = LoopConfig(trials=trials, batch=executor.capacity, min_time_s=min_time, seed=seed,
                           max_proposals=PROPOSALS_PER_TRIAL * trials)
         stopped = run_loop(problem.recipe, problem.template(settings.fidelity), search, ledger, executor, loop,
                            on_trial=on_trial).stopped

@@ -1,5 +1,5 @@
 """Latency measured on the deploy device (the CPU, or a CUDA device timed with synchronisation):
-warm-up, a fixed thread count, the median of repeats."""
+warm-up, a fixed thread count, the median of repeats, the device held alone (``autoprune.meter``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from autoprune import meter
 from autoprune.costs._base import CostModel, CostSettings
 from autoprune.device import synchronize
 
@@ -38,7 +39,7 @@ def time_forward(model: nn.Module, settings: CostSettings) -> list[float]:
 
         timed, x = copy.deepcopy(model).to(device), x.to(device)
     times = []
-    with thread_count(settings.threads), torch.inference_mode():
+    with meter.reading(device), thread_count(settings.threads), torch.inference_mode():
         for _ in range(settings.warmup):
             timed(x)
         synchronize(device)

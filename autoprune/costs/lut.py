@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoprune import meter
 from autoprune.costs._base import CostModel, CostSettings
 from autoprune.costs.latency import LatencyCost, thread_count
 from autoprune.costs.layers import AnalyticEstimate, Layer, LayerShape, PolicyShapes, record_layers
@@ -58,7 +59,7 @@ def profile_shape(shape: LayerShape, threads: int, warmup: int, repeats: int, cl
     torch.manual_seed(0)
     module, x = shape.module().eval(), shape.example()
     now = CLOCKS[clock]
-    with thread_count(threads), torch.inference_mode():
+    with meter.reading("cpu"), thread_count(threads), torch.inference_mode():
         for _ in range(max(1, warmup)):
             module(x)
         start = now()
@@ -82,7 +83,7 @@ def time_model(model: nn.Module, settings: CostSettings, clock: str = "wall") ->
     now = CLOCKS[clock]
     x = torch.randn(settings.batch_size, *settings.input_shape)
     samples = []
-    with thread_count(settings.threads), torch.inference_mode():
+    with meter.reading("cpu"), thread_count(settings.threads), torch.inference_mode():
         for i in range(settings.warmup + settings.repeats):
             start = now()
             model(x)

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from autoprune import meter
+
 
 def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_batches: int) -> int:
     """Reset BN running stats and re-estimate them (cumulative mean) on ``n_batches``; returns batches used."""
@@ -25,12 +27,16 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     was_training = model.training
     model.train()
     used = 0
+    device = meter.device_of(model)
+    items = iter(batches)
     with torch.no_grad():
-        for x, _ in batches:
-            model(x)
+        while used < n_batches:
+            with meter.step(device):  # drawing the batch is work on the CPU too
+                batch = next(items, None)
+                if batch is None:
+                    break
+                model(batch[0])
             used += 1
-            if used >= n_batches:
-                break
     for m, (momentum, _) in zip(bns, saved, strict=True):
         m.momentum = momentum
     model.train(was_training)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoprune import meter
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -95,22 +97,23 @@ def distill(
     t = config.temperature
     try:
         for step in range(steps):
-            x, y = next(batches)
-            with autocast(device):  # bfloat16 forward passes on CUDA; nothing changes on the CPU
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                s_logits = student(x)
-            s_logits, t_logits = s_logits.float(), t_logits.float()  # the losses in float32
-            kd = F.kl_div(F.log_softmax(s_logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean") * t * t
-            loss = config.alpha * kd + (1 - config.alpha) * F.cross_entropy(s_logits, y)
-            if s_taps is not None and t_taps is not None:
-                loss = loss + config.feature_weight * _feature_loss(s_taps, t_taps, projections)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if step >= steps - max(1, steps // 10):
-                tail.append(loss.item())
+            with meter.step(device):  # a latency reading on this device waits for the step, not the fine-tune
+                x, y = next(batches)  # augmenting the batch is work on the CPU too
+                with autocast(device):  # bfloat16 forward passes on CUDA; nothing changes on the CPU
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                    s_logits = student(x)
+                s_logits, t_logits = s_logits.float(), t_logits.float()  # the losses in float32
+                kd = F.kl_div(F.log_softmax(s_logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean") * t * t
+                loss = config.alpha * kd + (1 - config.alpha) * F.cross_entropy(s_logits, y)
+                if s_taps is not None and t_taps is not None:
+                    loss = loss + config.feature_weight * _feature_loss(s_taps, t_taps, projections)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                if step >= steps - max(1, steps // 10):
+                    tail.append(loss.item())
     finally:
         for taps in (s_taps, t_taps):
             if taps is not None:

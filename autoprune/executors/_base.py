@@ -34,6 +34,28 @@ def set_torch_threads(threads: int | None) -> None:
             pass
 
 
+# A trial whose worker process died under it (SIGKILL, the OOM killer, a crashed node) is run once
+# more on a fresh worker, then failed with ``WorkerDied``: once covers a worker lost to something
+# outside the trial, while a trial that kills its worker every time (runs out of memory, say) is
+# not run over and over. Every executor that runs trials in other processes follows this.
+WORKER_RETRIES = 1
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running a trial died on every attempt; the message says how each ended.
+
+    The search loop records it as the trial's failure reason (``error`` and ``reason`` attributes)
+    and goes on; the future's ``worker_retries`` says how many times the trial was run again.
+    """
+
+
+def worker_died_message(endings: list[str]) -> str:
+    """One line: how each attempt's worker ended (``pid 12 killed by SIGKILL``), and the rule."""
+    times = "once" if WORKER_RETRIES == 1 else f"{WORKER_RETRIES} times"
+    return (f"the worker process running this trial died on each of {len(endings)} attempts "
+            f"({'; '.join(endings)}); a trial is run again {times} on a fresh worker, then failed")
+
+
 class RemoteTraceback(Exception):
     """The worker-side traceback text, attached as ``__cause__`` of an exception from a worker."""
 
@@ -70,6 +92,12 @@ class Executor(abc.ABC):
     def shutdown(self, *, cancel: bool = False) -> None:
         """Release the workers. ``cancel=False`` waits for submitted work; ``cancel=True``
         cancels what has not started and kills workers without waiting. Safe to call twice."""
+
+    def describe(self) -> str:
+        """One line for the log: how many trials run at once, and with what."""
+        threads = getattr(self, "threads_per_worker", None)
+        each = f", {threads} thread{'s' if threads != 1 else ''} each" if threads else ""
+        return f"{self.name}: {self.capacity} trial{'s' if self.capacity != 1 else ''} at once{each}"
 
     def __enter__(self) -> Self:
         return self

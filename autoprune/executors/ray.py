@@ -5,16 +5,25 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.metadata
 import logging
+import math
 import os
 import re
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from autoprune.errors import UserError, missing_extra
-from autoprune.executors._base import Executor, RemoteTraceback, set_torch_threads
+from autoprune.executors._base import (
+    WORKER_RETRIES,
+    Executor,
+    RemoteTraceback,
+    WorkerDied,
+    set_torch_threads,
+    worker_died_message,
+)
 
 T = TypeVar("T")
 
@@ -71,16 +80,16 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-# A task whose worker process died (OOM killer, SIGKILL, a crashed node) is run again this many
-# times by the executor itself, not by Ray, so that the retries are counted: the future's
-# ``worker_retries`` says how many, and the search loop records it on the trial.
-WORKER_RETRIES = 3
-
-
 def _worker_died(exc: BaseException) -> bool:
     from ray.exceptions import LocalRayletDiedError, NodeDiedError, WorkerCrashedError
 
     return isinstance(exc, (WorkerCrashedError, NodeDiedError, LocalRayletDiedError))
+
+
+def _death(exc: BaseException) -> str:
+    """One line on how a task's worker died: Ray's exception type and the first line it gives."""
+    first = next((line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -96,37 +105,143 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-class RayExecutor(Executor):
-    """Runs each trial as a ``num_cpus=1`` Ray task; futures follow ``ObjectRef.future()``.
+@dataclass(frozen=True)
+class TrialResources:
+    """What Ray reserves for each trial (``--trial-cpus``, ``--trial-gpus``): ``num_cpus`` and
+    ``num_gpus`` of its task. Fractions below 1 are allowed (four trials of 0.25 GPU share one).
 
-    ``address=None`` starts a private local Ray with ``workers`` CPUs (about 5 s and 850 MB) and
-    shuts it down in :meth:`shutdown`. An address joins a running cluster (``ray start --head``)
-    and leaves it running; ``workers`` then defaults to the cluster's CPU count. Functions and
-    arguments must be picklable, and workers on other machines must have autoprune installed.
-    A returned future stays pending (never "running") until its result arrives, so
-    ``future.cancel()`` works until then and kills the Ray task.
+    ``cpus=None``: ``--threads`` when given, else an even share of the cluster's CPUs among the
+    workers, or 1 CPU per trial when the workers follow from the cluster. ``gpus=None``: 1 GPU
+    where the cluster has any, else none (what ``--device auto`` means on a cluster).
+    """
+
+    cpus: float | None = None
+    gpus: float | None = None
+
+    def problem(self) -> str:
+        """What is wrong with these numbers ('' when nothing): Ray takes a fraction below 1 or a
+        whole number, never 1.5."""
+        for flag, value, low in (("--trial-cpus", self.cpus, 0.0), ("--trial-gpus", self.gpus, 0.0)):
+            if value is None:
+                continue
+            if value < low or (flag == "--trial-cpus" and value == 0):
+                return f"{flag} must be {'> 0' if flag == '--trial-cpus' else '>= 0'}, got {value:g}"
+            if value > 1 and value != int(value):
+                return f"{flag} {value:g}: Ray reserves a fraction below 1 or a whole number, not {value:g}"
+        return ""
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """How many trials run at once on a Ray cluster, and what each one reserves and uses."""
+
+    workers: int
+    cpus: float
+    gpus: float
+    threads: int
+
+
+def plan_trials(offered_cpus: float, offered_gpus: float, node: tuple[float, float], *, workers: int | None,
+                threads: int | None, resources: TrialResources) -> TrialPlan:
+    """Workers, per-trial request and threads for a cluster that offers ``offered_cpus`` and
+    ``offered_gpus`` in all and ``node`` (CPUs, GPUs) on its largest node.
+
+    Without ``workers``, as many trials as the cluster holds at once: its GPUs divided by the
+    per-trial GPUs when trials take GPUs (CPUs shared evenly among them unless given), else its
+    CPUs divided by the per-trial CPUs. Torch threads follow from the CPU request (at least 1)
+    unless ``threads`` is given. A request no node can hold is a UserError (Ray would wait for
+    it forever).
+    """
+    problem = resources.problem()
+    if problem:
+        raise UserError(problem)
+    gpus = resources.gpus if resources.gpus is not None else (1.0 if offered_gpus >= 1 else 0.0)
+    cpus = resources.cpus if resources.cpus is not None else (float(threads) if threads else None)
+    offer = f"the Ray cluster offers {offered_cpus:g} CPUs and {offered_gpus:g} GPUs"
+    if gpus > 0 and offered_gpus <= 0:
+        raise UserError(f"each trial asks for {gpus:g} GPU (--trial-gpus, or --device cuda) but {offer}; "
+                        "use --device cpu or --trial-gpus 0, or add GPU nodes")
+    if workers is None:
+        if gpus > 0:
+            workers = int(offered_gpus / gpus + 1e-9)
+            if cpus is None:
+                cpus = float(max(1, int(offered_cpus // max(workers, 1))))
+        if cpus is None:
+            cpus = 1.0
+        by_cpus = int(offered_cpus / cpus + 1e-9)
+        workers = min(workers, by_cpus) if workers is not None else by_cpus
+        if workers < 1:
+            raise UserError(f"{offer}: not enough for one trial of {cpus:g} CPUs and {gpus:g} GPUs "
+                            "(--trial-cpus, --trial-gpus)")
+    elif cpus is None:
+        cpus = float(max(1, int(offered_cpus // workers)))
+    largest_cpus, largest_gpus = node
+    if cpus > largest_cpus or gpus > largest_gpus:
+        raise UserError(f"each trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but the largest node of the Ray "
+                        f"cluster has {largest_cpus:g} CPUs and {largest_gpus:g} GPUs, so no trial could start; "
+                        "lower --trial-cpus/--trial-gpus (or --threads)")
+    return TrialPlan(workers, cpus, gpus, threads or max(1, int(cpus)))
+
+
+def cluster_address(address: str | None) -> str | None:
+    """``--ray-address``, else ``RAY_ADDRESS`` (set by Ray for a ``ray job submit`` entrypoint, so
+    a job's search runs its trials on that cluster), else None: a private local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _offered(ray: Any) -> tuple[float, float, tuple[float, float]]:
+    """(CPUs, GPUs) of the whole cluster, and of its largest alive node."""
+    total = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    node = (max((r.get("CPU", 0.0) for r in nodes), default=0.0), max((r.get("GPU", 0.0) for r in nodes), default=0.0))
+    return float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0)), node
+
+
+class RayExecutor(Executor):
+    """Runs each trial as a Ray task that reserves ``resources`` (``num_cpus``/``num_gpus``);
+    futures follow ``ObjectRef.future()``.
+
+    ``address=None`` (and no ``RAY_ADDRESS``) starts a private local Ray on this machine's cores
+    and GPUs (about 5 s and 850 MB) and shuts it down in :meth:`shutdown`. An address joins a
+    running cluster (``ray start --head``) and leaves it running. ``workers=None`` runs as many
+    trials at once as the cluster holds (``plan_trials``); torch threads per trial follow from the
+    CPU request unless ``threads_per_worker`` is given. Functions and arguments must be
+    picklable, and workers on other machines must have autoprune installed (or get it through
+    ``ray job submit --working-dir``). A returned future stays pending (never "running") until its
+    result arrives, so ``future.cancel()`` works until then and kills the Ray task.
     """
 
     name: ClassVar[str] = "ray"
 
     def __init__(
-        self, workers: int | None = None, address: str | None = None, threads_per_worker: int = 1
+        self, workers: int | None = None, address: str | None = None, threads_per_worker: int | None = None,
+        resources: TrialResources | None = None,
     ) -> None:
         ray = _import_ray()
-        self.threads_per_worker = threads_per_worker
+        resources = resources or TrialResources()
+        problem = resources.problem()
+        if problem:
+            raise UserError(problem)
+        address = cluster_address(address)
         self._owns_ray = False
         if address is None:
-            workers = workers or os.cpu_count() or 1
+            import torch
+
+            cores, gpus = float(os.cpu_count() or 1), float(torch.cuda.device_count())
+            plan = plan_trials(cores, gpus, (cores, gpus), workers=workers, threads=threads_per_worker,
+                               resources=resources)
             self._owns_ray = not ray.is_initialized()
             ray.init(
                 address="local",  # never join a cluster that `ray start` left on this machine
-                num_cpus=workers,
+                num_cpus=max(int(cores), math.ceil(plan.workers * plan.cpus)),  # every worker fits at once
+                num_gpus=int(gpus),
                 include_dashboard=False,
                 log_to_driver=False,
                 ignore_reinit_error=True,
                 logging_level=logging.WARNING,
                 runtime_env=_local_runtime_env(),
             )
+            self.where = "a local Ray"
         else:
             _check_reachable(address)
             try:
@@ -141,19 +256,30 @@ class RayExecutor(Executor):
                 raise UserError(
                     f"cannot join the Ray cluster at {address!r}: {message}; {_HOW_TO_START}"
                 ) from None
-            if workers is None:
-                workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.capacity = workers
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_run_task)
+            offered_cpus, offered_gpus, node = _offered(ray)
+            plan = plan_trials(offered_cpus, offered_gpus, node, workers=workers, threads=threads_per_worker,
+                               resources=resources)
+            self.where = f"the Ray cluster at {address} ({offered_cpus:g} CPUs, {offered_gpus:g} GPUs)"
+        self.plan = plan
+        self.capacity = plan.workers
+        self.threads_per_worker = plan.threads
+        self._remote = ray.remote(num_cpus=plan.cpus, num_gpus=plan.gpus, max_retries=0)(_run_task)
         self._pending: dict[concurrent.futures.Future[Any], Any] = {}
         self._lock = threading.Lock()
         self._closed = False
+
+    def describe(self) -> str:
+        p = self.plan
+        return (f"ray: {p.workers} trial{'s' if p.workers != 1 else ''} at once on {self.where}; each reserves "
+                f"{p.cpus:g} CPU{'s' if p.cpus != 1 else ''} and {p.gpus:g} GPU{'s' if p.gpus != 1 else ''} and "
+                f"trains with {p.threads} thread{'s' if p.threads != 1 else ''}")
 
     def submit(self, fn: Callable[..., T], /, *args: Any) -> concurrent.futures.Future[T]:
         if self._closed:
             raise RuntimeError("cannot submit to an executor that has been shut down")
         out: concurrent.futures.Future[T] = concurrent.futures.Future()
         out.worker_retries = 0  # type: ignore[attr-defined]
+        out.worker_endings = []  # type: ignore[attr-defined]
         out.add_done_callback(self._on_out_done)
         self._launch(out, fn, args)
         return out
@@ -169,19 +295,24 @@ class RayExecutor(Executor):
         fn: Callable[..., Any], args: tuple[Any, ...],
     ) -> None:
         """Copy Ray's outcome into the caller's future (unless the caller cancelled it); a task
-        whose worker died is run again, up to ``WORKER_RETRIES`` times."""
+        whose worker died is run again ``WORKER_RETRIES`` times (Ray's own retries are off, so
+        each one is counted), then fails with :class:`WorkerDied`."""
         try:
             exc = inner.exception()
         except concurrent.futures.CancelledError as cancelled:
             exc = cancelled
-        retry = exc is not None and _worker_died(exc) and out.worker_retries < WORKER_RETRIES
-        if retry and not self._closed and not out.done():
+        died = exc is not None and _worker_died(exc)
+        if died:
+            out.worker_endings.append(_death(exc))
+        if died and out.worker_retries < WORKER_RETRIES and not self._closed and not out.done():
             out.worker_retries += 1
             self._launch(out, fn, args)
             return
         try:
             if exc is None:
                 out.set_result(inner.result())
+            elif died:
+                out.set_exception(WorkerDied(worker_died_message(out.worker_endings)))
             else:
                 out.set_exception(_unwrap(exc))
         except concurrent.futures.InvalidStateError:

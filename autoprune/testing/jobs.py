@@ -55,6 +55,13 @@ def tiny_training(seed: int, steps: int = 5) -> float:
     return float(loss.item())
 
 
+def assigned_resources() -> dict[str, float]:
+    """What Ray reserved for the task running this (``num_cpus``, ``num_gpus``)."""
+    import ray
+
+    return dict(ray.get_runtime_context().get_assigned_resources())
+
+
 def rendezvous(directory: str, name: str, expected: int, timeout: float = 60.0) -> tuple[int, bool]:
     """Leave a mark in ``directory`` and wait until ``expected`` marks exist.
 
@@ -77,3 +84,63 @@ def pid_then_sleep(path: str, seconds: float) -> int:
         f.write(f"{os.getpid()}\n")
     time.sleep(seconds)
     return os.getpid()
+
+
+def die_then_run(marks: str, key: str, deaths: int, fn, *args):
+    """SIGKILL this worker process on the first ``deaths`` attempts of ``key``, then run ``fn``.
+
+    Attempts are counted in files under ``marks`` (one per attempt), so a killed attempt is
+    remembered by the next worker: the death is real, and lands in the middle of a trial.
+    """
+    import signal
+
+    folder = Path(marks)
+    folder.mkdir(parents=True, exist_ok=True)
+    attempt = len(list(folder.glob(f"{key}.*")))
+    (folder / f"{key}.{attempt}").write_text(str(os.getpid()))
+    if attempt < deaths:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return fn(*args)
+
+
+def toy_trial(problem, request):
+    """A trial of ``autoprune.testing.toy.ToyProblem``: closed-form accuracy and cost, as the
+    runner's ``run_trial`` would report them (rejected over budget, unless a probe)."""
+    from autoprune.trial import TrialOutcome
+
+    policy = request.policy
+    constraint = problem.cost(policy) / problem.budget - 1.0
+    metrics = {"val_accuracy": problem.accuracy(policy), "macs": problem.cost(policy)}
+    rejected = request.limit is not None and constraint > 0
+    return TrialOutcome(request.number, metrics, rejected, constraint, {})
+
+
+def _busy(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def meter_trainer(env: dict[str, str], seconds: float, step_s: float) -> int:
+    """Busy training "steps" of ``step_s`` inside ``autoprune.meter.step`` for ``seconds``; the count."""
+    os.environ.update(env)
+    from autoprune import meter
+
+    steps, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        with meter.step("cpu"):
+            _busy(step_s)
+        steps += 1
+    return steps
+
+
+def meter_reader(env: dict[str, str], readings: int, read_s: float, pause_s: float) -> int:
+    """``readings`` busy "latency readings" of ``read_s`` inside ``autoprune.meter.reading``."""
+    os.environ.update(env)
+    from autoprune import meter
+
+    for _ in range(readings):
+        time.sleep(pause_s)
+        with meter.reading("cpu"):
+            _busy(read_s)
+    return readings
