@@ -1,7 +1,7 @@
 """The Python API: ``search``, ``apply``, ``export`` and ``load`` for a user's own model and data.
 
 ``autoprune search`` on the command line is a thin layer over the same function
-(``pipeline.run_search``), so the same settings and seed give the same policies and accuracies
+(``search_run.run_search``), so the same settings and seed give the same policies and accuracies
 either way. A model or data given as live objects (an ``nn.Module``, torch datasets) is held by
 this process: trials run on the ``inline`` executor. To run trials in parallel (``processes``,
 ``ray``), workers rebuild the task from specs: a model spec (``pkg.module:factory``) with a
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import UserError
-from autoprune.pipeline import SearchResult, run_search
+from autoprune.search_run import SearchResult, run_search
 from autoprune.settings import SearchSettings, settings_from_dict
 from autoprune.space import Policy
 from autoprune.task import Task, TaskRecipe, accuracy, cache_dir, register_task

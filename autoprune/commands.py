@@ -16,8 +16,8 @@ from autoprune.summary import print_members, print_summary
 
 
 def search_command(settings: SearchSettings, console: Console, command: str) -> int:
-    """``autoprune search``: the run of ``pipeline.run_search`` (what ``autoprune.search`` calls too)."""
-    from autoprune.pipeline import run_search
+    """``autoprune search``: the run of ``search_run.run_search`` (what ``autoprune.search`` calls too)."""
+    from autoprune.search_run import run_search
 
     return run_search(settings, console, command).exit_status
 

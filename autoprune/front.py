@@ -202,8 +202,8 @@ def write_front_report(run_dir: Path, summary: Mapping[str, Any], trials: Sequen
 def finish_front(problem, ledger, result, command: str, elapsed: float, console: Any, table_to_stdout: bool):
     """The end of an ``--objectives`` search: summary, report and the front's table; no export."""
     from autoprune.finalize import write_summary
-    from autoprune.pipeline import SearchResult
     from autoprune.progress import make_console
+    from autoprune.search_run import SearchResult
 
     trials = ledger.trials()
     summary = front_summary(problem, result, trials, command, elapsed)
