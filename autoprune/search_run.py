@@ -16,15 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoprune import pipeline
 from autoprune.errors import UserError
-from autoprune.pipeline import (
-    Problem,
-    build_problem,
-    make_run_searcher,
-    open_ledger,
-    preflight,
-    save_settings,
-)
+from autoprune.pipeline import Problem, make_run_searcher, open_ledger, save_settings
 from autoprune.settings import SearchSettings
 from autoprune.space import Policy
 from autoprune.task import Task
@@ -91,8 +85,8 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
 
     settings = resolve_run(settings)  # the run directory and the study's name, once (the CLI's too)
     check_live_executor(settings, task, evaluate, finetune)
-    preflight(settings)
-    problem = build_problem(settings, log=console.print, task=task, evaluate=evaluate, finetune=finetune)
+    pipeline.preflight(settings)  # through the module, so tests can check no work starts before the names
+    problem = pipeline.build_problem(settings, log=console.print, task=task, evaluate=evaluate, finetune=finetune)
     ledger = open_ledger(problem)
     if ledger.stale:
         console.print(f"resumed: trials {', '.join(map(str, ledger.stale))} were left running by a process that "

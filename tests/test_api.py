@@ -79,14 +79,14 @@ def test_the_cli_and_the_api_give_the_same_trials_for_the_same_seed(tmp_path, ca
 
 
 def test_the_cli_search_is_the_apis_function(monkeypatch, tmp_path):
-    from autoprune import pipeline
+    from autoprune import search_run
 
     seen = []
 
     class Done:
         exit_status = 0
 
-    monkeypatch.setattr(pipeline, "run_search", lambda settings, console, command, **kw: seen.append(settings) or Done())
+    monkeypatch.setattr(search_run, "run_search", lambda settings, console, command, **kw: seen.append(settings) or Done())
     assert main(["search", "--target", "macs", "--budget", "0.5", "--run-dir", str(tmp_path / "r")]) == 0
     assert len(seen) == 1 and seen[0].target == "macs"
 
