@@ -13,6 +13,7 @@ Spearman's rank correlation of predicted impairment with val accuracy, and both 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from dataclasses import replace
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     settings = SearchSettings(model=args.model, target="macs", budget=args.budget, fidelity=args.fidelity,
-                              seed=args.seed, trials=2 * args.candidates, run_dir="/tmp/emo_pms_scorer")
+                              seed=args.seed, trials=2 * args.candidates, run_dir=tempfile.mkdtemp(prefix="emo_pms_scorer-"))
     problem = build_problem(settings, log=lambda *a, **k: None)
     ctx = search_context(problem)
     searcher = EmoPmsSearcher(candidates=args.candidates)
