@@ -32,14 +32,9 @@ def axis_label(metric: str) -> str:
 
 def pareto_front(trials: Sequence[Trial], metric: str) -> list[Trial]:
     """Scored trials no other scored trial beats on both accuracy (max) and ``metric`` (min)."""
-    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+    from autoprune.front import pareto_front as front
 
-    scored = [t for t in trials if t.scored and metric in t.metrics and t.fidelity != "final"]
-    if not scored:
-        return []
-    f = np.array([[-(t.accuracy or 0.0), t.metrics[metric]] for t in scored])
-    front = NonDominatedSorting().do(f, only_non_dominated_front=True)
-    return sorted((scored[i] for i in front), key=lambda t: t.metrics[metric])
+    return front(trials, [metric])
 
 
 @dataclass(frozen=True)
