@@ -20,8 +20,8 @@ OPTUNA = ["tpe", "nsga2", "gp", "cmaes", "qmc"]
 class BlindToy(ToyProblem):
     """The toy problem without a cost estimate: the sampler alone must learn the budget."""
 
-    def context(self, seed: int = 0) -> SearchContext:
-        return replace(super().context(seed), estimate=None)
+    def context(self, seed: int = 0, *, front: bool = False) -> SearchContext:
+        return replace(super().context(seed, front=front), estimate=None)
 
 
 def blind(problem: ToyProblem) -> BlindToy:
