@@ -211,6 +211,7 @@ def test_quick_bench_writes_tables_command_and_figures(bench):
     assert "autoprune bench --quick" in text and "--searchers random,uniform" in text
     for heading in ("## Dense reference models", "### Same number of scored trials", "### Same wall-clock budget",
                     "#### Cost per scored trial", "#### Against the baselines", "## Fidelity of the cheap scores", "## Throughput",
+                    "## How long the final fine-tune must be",
                     "## What was scaled down"):
         assert heading in text, heading
     assert "| `random` |" in text and "| `uniform` |" in text
@@ -219,7 +220,7 @@ def test_quick_bench_writes_tables_command_and_figures(bench):
     figures = bench["out"].parent / "benchmarks" / "figures"
     pngs = {p.name for p in figures.glob("*.png")}
     assert {"tiny_macs_trials_front.png", "tiny_macs_time_front.png", "tiny_macs_best_so_far.png",
-            "fidelity.png"} <= pngs
+            "fidelity.png", "finetune_curve.png"} <= pngs
     for png in pngs:
         assert f"benchmarks/figures/{png}" in text
 
@@ -266,10 +267,53 @@ def test_every_search_is_finalised_and_its_own_study(bench):
 
 def test_fidelity_and_throughput_sections(bench):
     fid = bench["results"]["fidelity"]
-    assert fid["policies"] >= 3 and set(fid["spearman"]) == {"bn vs final", "kd:3 vs final", "bn vs kd:3"}
+    assert fid["policies"] >= 3 and set(fid["spearman"]) == {"bn vs final", "kd:3 vs final"}
+    assert fid["cheap"] == ["bn", "kd:3"] and "chosen" in fid and all("kd:3" in r["seconds"] for r in fid["rows"])
     rows = bench["results"]["throughput"]
     assert [(r["executor"], r["workers"]) for r in rows] == [("inline", 1), ("inline", 2)]
     assert all(r["scored"] >= 1 and r["per_minute"] > 0 for r in rows)
+
+
+def test_finetune_curve_gives_uniform_at_half_the_macs_each_length(bench):
+    from autoprune.bench.finetune_curve import QUICK_STEPS, curve_summary
+
+    curve = bench["results"]["finetune"]
+    assert [p["steps"] for p in curve["points"]] == list(QUICK_STEPS)
+    assert all(p["macs_of_dense"] <= 0.5 and 0 <= p["test_accuracy"] <= 1 for p in curve["points"])
+    assert len({p["macs"] for p in curve["points"]}) == 1  # one policy at every length
+    assert curve_summary(curve)["knee_steps"] in QUICK_STEPS
+
+
+def test_knee_is_the_shortest_length_near_the_best():
+    from autoprune.bench.finetune_curve import knee
+
+    points = [{"steps": s, "test_accuracy": a} for s, a in ((0, 0.5), (100, 0.88), (300, 0.903), (1000, 0.905))]
+    assert knee(points)["steps"] == 300 and knee(points, tolerance=3.0)["steps"] == 100 and knee([]) is None
+
+
+def test_resumed_short_sections_keep_their_rows_and_draw_the_same_policies(bench, tmp_path):
+    """A bench cut off inside the fidelity study and the fine-tune curve continues both where they stopped."""
+    import shutil
+
+    run = tmp_path / "cut"
+    shutil.copytree(bench["run_root"], run)
+    data = json.loads((run / "results.json").read_text())
+    whole_fid, whole_curve = data["fidelity"], data["finetune"]
+    first = whole_fid["rows"][0]["policy"]
+    upto = next(i for i, d in enumerate(whole_fid["draws"]) if d["policy"] == first and not d["rejected"])
+    data["fidelity"] = {**whole_fid, "rows": whole_fid["rows"][:1], "draws": whole_fid["draws"][:upto + 1],
+                        "policies": 1, "asked": upto + 1}
+    data["finetune"] = {**whole_curve, "points": whole_curve["points"][:1]}
+    (run / "results.json").write_text(json.dumps(data))
+    argv = [a for a in bench["argv"] if a != "random,uniform,broken"]
+    argv.insert(argv.index("--searchers") + 1, "random")
+    argv[argv.index("--out") + 1] = str(tmp_path / "B.md")
+    assert main([*argv, "--resume", str(run), "--sections", "fidelity,finetune"]) == 0
+    again = json.loads((run / "results.json").read_text())
+    assert [r["policy"] for r in again["fidelity"]["rows"]] == [r["policy"] for r in whole_fid["rows"]]
+    assert again["fidelity"]["rows"][0] == whole_fid["rows"][0]  # kept, not scored again
+    assert [p["steps"] for p in again["finetune"]["points"]] == [p["steps"] for p in whole_curve["points"]]
+    assert again["finetune"]["points"][0] == whole_curve["points"][0]
 
 
 def test_render_writes_the_report_again_from_results_json(bench, tmp_path, monkeypatch):

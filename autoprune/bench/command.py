@@ -17,6 +17,8 @@ QUICK_THROUGHPUT_TRIALS, THROUGHPUT_TRIALS = 2, 6
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
+    from autoprune.bench.fidelity import CHEAP, QUICK_CHEAP
+    from autoprune.bench.finetune_curve import DEFAULT_STEPS, QUICK_STEPS
     from autoprune.bench.harness import DEFAULT_DATA_ROOT
 
     p.add_argument("--data-root", help=f"CIFAR-10 ImageFolder tree (train/<class>/*, test/<class>/*) "
@@ -39,11 +41,15 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", action="append", help="a bench recipe (repeatable) [default: studies/bench_*.yaml; --quick the first]")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting for every task (repeatable; VALUE null clears it)")
-    p.add_argument("--sections", help="comma-separated: trials,time,fidelity,throughput [default: all]")
+    p.add_argument("--sections", help="comma-separated: trials,time,fidelity,finetune,throughput [default: all]")
     p.add_argument("--executors", help="comma-separated executors for the throughput section "
                    "[default: inline,processes,ray]")
     p.add_argument("--fidelity-policies", type=int, help=f"random policies of the fidelity study "
                    f"[default: {FIDELITY_POLICIES}; --quick {QUICK_FIDELITY_POLICIES}]")
+    p.add_argument("--fidelities", help="comma-separated cheap fidelities of the fidelity study (bn, kd:N, "
+                   f"kd:N+features) [default: {','.join(CHEAP)}; --quick {','.join(QUICK_CHEAP)}]")
+    p.add_argument("--finetune-steps", help="comma-separated final fine-tune lengths of the fine-tune curve "
+                   f"[default: {','.join(map(str, DEFAULT_STEPS))}; --quick {','.join(map(str, QUICK_STEPS))}]")
     p.add_argument("--throughput-trials", type=int, help=f"scored trials per throughput run "
                    f"[default: {THROUGHPUT_TRIALS}; --quick {QUICK_THROUGHPUT_TRIALS}]")
     p.add_argument("--cache-dir", help="cache of decoded data and dense models")
@@ -127,6 +133,8 @@ def bench_config(args: argparse.Namespace, command: str):
             raise UserError(f"{flag} must be at least 1, got {value}")
     out = Path(args.out or "BENCHMARKS.md")
     return BenchConfig(
+        finetune_steps=_steps(getattr(args, "finetune_steps", None), quick),
+        fidelities=_cheap(getattr(args, "fidelities", None), quick),
         data_root=data_root, studies=studies, searchers=bench_searchers(args.searchers, searcher_names()),
         seeds=seeds, quick=quick, trials=args.trials, time_limit=args.time_limit, out=out,
         runs_dir=Path(args.runs_dir),
@@ -137,6 +145,29 @@ def bench_config(args: argparse.Namespace, command: str):
         overrides=parse_overrides(args.set), cache_dir=args.cache_dir, command=command,
         resume=_resume_dir(getattr(args, "resume", None)),
     )
+
+
+def _cheap(text: str | None, quick: bool) -> tuple[str, ...]:
+    from autoprune.bench.fidelity import CHEAP, QUICK_CHEAP, check_fidelities
+
+    if text is None:
+        return QUICK_CHEAP if quick else CHEAP
+    return check_fidelities(text)
+
+
+def _steps(text: str | None, quick: bool) -> tuple[int, ...]:
+    """``--finetune-steps``: distinct lengths of at least 0, in increasing order."""
+    from autoprune.bench.finetune_curve import DEFAULT_STEPS, QUICK_STEPS
+
+    if text is None:
+        return QUICK_STEPS if quick else DEFAULT_STEPS
+    try:
+        steps = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        steps = []
+    if not steps or steps[0] < 0:
+        raise UserError(f"--finetune-steps {text!r}: give comma-separated step counts of at least 0, e.g. 0,300,1000")
+    return tuple(steps)
 
 
 def bench_searchers(text: str | None, registered: list[str]) -> tuple[str, ...]:

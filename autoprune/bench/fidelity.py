@@ -1,9 +1,14 @@
 """How well the cheap scores rank policies: Spearman correlation against final accuracy.
 
-Random feasible policies of one task (EagleEye's setting) are each scored three ways with the
-same trial seed: adaptive-BN recalibration alone (``bn``), a short distillation (``kd:N``, the
-task's search fidelity) and the final fine-tune (``final``). The final score is validation
-accuracy after the final fine-tune (the test split is kept for the search results).
+Random feasible policies of one task (EagleEye's setting) are each scored by every cheap
+fidelity of the study (adaptive-BN recalibration alone, ``bn``; short distillations ``kd:N``;
+``kd:N+features``, the same with inner feature distillation) and by the final fine-tune, all
+with the same trial seed. The final score is validation accuracy after the final fine-tune (the
+test split is kept for the search results). The cheapest fidelity whose Spearman reaches
+``TARGET_RHO`` is the one a bench's searches should use.
+
+A policy's scores are saved as soon as it has them all (``on_row``), and a resumed study replays
+the random draws it had made, so an interrupted study continues with the same policies.
 """
 
 from __future__ import annotations
@@ -11,70 +16,145 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from autoprune.bench.metrics import spearman
 from autoprune.study import COMPLETE, REJECTED, Trial
 
-DEFAULT_KD = "kd:20"
+CHEAP = ("bn", "kd:10", "kd:30", "kd:100", "kd:30+features")
+QUICK_CHEAP = ("bn", "kd:3")
+FEATURE_WEIGHT = 1.0  # ``+features``: inner distillation at this weight beside the logits
+TARGET_RHO = 0.8
 MAX_DRAWS_PER_POLICY = 5
 
 
-def kd_fidelity(search_fidelity: str) -> str:
-    """The short-distillation fidelity to study: the task's own if it is ``kd:N``."""
-    return search_fidelity if search_fidelity.startswith("kd:") else DEFAULT_KD
+def _request(problem, fid: str, number: int, policy, seed: int):
+    """The trial request of one scoring; ``kd:N+features`` adds feature distillation."""
+    base, _, extra = fid.partition("+")
+    request = dataclasses.replace(problem.template(base), number=number, policy=policy, seed=seed)
+    if extra == "features":
+        scoring = request.scoring
+        request = dataclasses.replace(request, scoring=dataclasses.replace(
+            scoring, distill=dataclasses.replace(scoring.distill, feature_weight=FEATURE_WEIGHT)))
+    return request
 
 
-def fidelity_study(task, *, policies: int, log=print) -> dict[str, Any]:
-    """Score ``policies`` random feasible policies of ``task`` at bn, kd:N and final; correlations."""
+def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earlier: dict[str, Any] | None = None,
+                   on_row: Callable[[dict[str, Any]], None] = lambda study: None, log=print) -> dict[str, Any]:
+    """Score ``policies`` random feasible policies of ``task`` at each of ``cheap`` and at final.
+
+    ``earlier`` is what an interrupted study saved: its draws are replayed (the searcher is told
+    the same outcomes) and its rows kept, when it studied the same fidelities.
+    """
     from autoprune.pipeline import search_context
     from autoprune.runner import trial_seed
     from autoprune.searchers import make_searcher
     from autoprune.trial import run_trial
 
     problem = task.problem
-    kd = kd_fidelity(problem.settings.fidelity)
-    fidelities = ("bn", kd, "final")
+    fidelities = (*cheap, "final")
     searcher = make_searcher("random")
     searcher.setup(search_context(problem))
-    log(f"fidelity study on {task.name}: {policies} random feasible policies at {', '.join(fidelities)}")
-    rows: list[dict[str, Any]] = []
+    kept = earlier if earlier and tuple(earlier.get("fidelities", ())) == fidelities else None
+    draws: list[dict[str, Any]] = list(kept.get("draws", [])) if kept else []
+    rows: list[dict[str, Any]] = list(kept.get("rows", [])) if kept else []
     seconds: dict[str, list[float]] = {f: [] for f in fidelities}
+    for row in rows:
+        for f, s in row.get("seconds", {}).items():
+            seconds[f].append(s)
     started = time.perf_counter()
-    asked = 0
-    # Draw until enough policies measured within budget: the table's screen lets some over-budget
-    # policies through, and telling the searcher what was measured tightens its estimate.
+    elapsed = float(kept.get("elapsed_s", 0.0)) if kept else 0.0
+
+    def study() -> dict[str, Any]:
+        return _summary(task.name, fidelities, draws, rows, seconds, problem, elapsed + time.perf_counter() - started)
+
+    for number, draw in enumerate(draws):  # replay: the searcher proposes what it proposed before
+        proposed = searcher.ask(1)
+        if not proposed or proposed[0].as_dict() != draw["policy"]:
+            log(f"fidelity study: draw {number} differs from the earlier run's; continuing from the rows kept")
+            break
+        state = REJECTED if draw["rejected"] else COMPLETE
+        searcher.tell(Trial(number, proposed[0], state, dict(draw["metrics"]), trial_seed(0, number), "random",
+                            fidelities[0], draw.get("constraint")))
+    log(f"fidelity study on {task.name}: {policies} random feasible policies at {', '.join(fidelities)}"
+        + (f" ({len(rows)} kept from the earlier run)" if rows else ""))
+    asked = len(draws)
     while len(rows) < policies and asked < MAX_DRAWS_PER_POLICY * policies:
         proposed = searcher.ask(1)
         if not proposed:
             break
         policy, number = proposed[0], asked
         asked += 1
-        row: dict[str, Any] = {"policy": policy.as_dict()}
+        seed = trial_seed(0, number)
+        row: dict[str, Any] = {"policy": policy.as_dict(), "seconds": {}}
         for fid in fidelities:
-            request = dataclasses.replace(problem.template(fid), number=number, policy=policy, seed=trial_seed(0, number))
-            out = run_trial(problem.recipe, request)
+            out = run_trial(problem.recipe, _request(problem, fid, number, policy, seed))
             if out.rejected:  # over budget when measured: not a candidate
-                searcher.tell(Trial(number, policy, REJECTED, dict(out.metrics), request.seed, "random", fid, out.constraint))
+                searcher.tell(Trial(number, policy, REJECTED, dict(out.metrics), seed, "random", fid, out.constraint))
+                draws.append({"policy": policy.as_dict(), "rejected": True, "metrics": _plain(out.metrics),
+                              "constraint": out.constraint})
                 row = {}
                 break
-            if fid == "bn":
-                searcher.tell(Trial(number, policy, COMPLETE, dict(out.metrics), request.seed, "random", fid, out.constraint))
+            if fid == fidelities[0]:
+                searcher.tell(Trial(number, policy, COMPLETE, dict(out.metrics), seed, "random", fid, out.constraint))
+                draws.append({"policy": policy.as_dict(), "rejected": False, "metrics": _plain(out.metrics),
+                              "constraint": out.constraint})
             row[fid] = float(out.metrics["val_accuracy"])
             row[problem.metric] = float(out.metrics[problem.metric])
-            seconds[fid].append(float(out.metrics.get("total_s", 0.0)))
+            row["seconds"][fid] = float(out.metrics.get("total_s", 0.0))
         if row:
             rows.append(row)
+            for f, s in row["seconds"].items():
+                seconds[f].append(s)
+            log(f"  policy {len(rows)}/{policies}: " + ", ".join(f"{f} {100 * row[f]:.2f}%" for f in fidelities))
+        on_row(study())
     log(f"fidelity study: {len(rows)} feasible of {asked} drawn")
+    return study()
+
+
+def _plain(metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def _summary(name: str, fidelities: tuple[str, ...], draws, rows, seconds, problem, elapsed: float) -> dict[str, Any]:
     final = [r["final"] for r in rows]
-    pairs = {
-        "bn vs final": spearman([r["bn"] for r in rows], final),
-        f"{kd} vs final": spearman([r[kd] for r in rows], final),
-        f"bn vs {kd}": spearman([r["bn"] for r in rows], [r[kd] for r in rows]),
-    }
+    cheap = fidelities[:-1]
+    pairs = {f"{f} vs final": spearman([r[f] for r in rows], final) for f in cheap}
+    median_s = {f: (statistics.median(v) if v else None) for f, v in seconds.items()}
     return {
-        "task": task.name, "fidelities": list(fidelities), "kd": kd, "asked": asked, "policies": len(rows),
-        "final_steps": problem.settings.final_steps, "spearman": pairs, "rows": rows,
-        "median_s": {f: (statistics.median(v) if v else None) for f, v in seconds.items()},
-        "elapsed_s": time.perf_counter() - started,
+        "task": name, "fidelities": list(fidelities), "cheap": list(cheap), "asked": len(draws), "policies": len(rows),
+        "final_steps": problem.settings.final_steps, "spearman": pairs, "rows": rows, "draws": draws,
+        "median_s": median_s, "chosen": cheapest_ranking(pairs, median_s), "target_rho": TARGET_RHO,
+        "elapsed_s": elapsed,
     }
+
+
+def study_done(study: dict[str, Any] | None, policies: int, cheap: tuple[str, ...]) -> bool:
+    """Whether an earlier study already has what this one asks (or ran out of draws trying)."""
+    if not study or tuple(study.get("cheap", ())) != tuple(cheap):
+        return False
+    return study["policies"] >= policies or study["asked"] >= MAX_DRAWS_PER_POLICY * policies
+
+
+def check_fidelities(text: str) -> tuple[str, ...]:
+    """``--fidelities``: comma-separated ``bn``, ``kd:N`` or ``kd:N+features``; a UserError names a bad one."""
+    from autoprune.errors import UserError
+    from autoprune.evaluators import parse_fidelity
+
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    for name in names:
+        base, plus, extra = name.partition("+")
+        if base == "final" or (plus and extra != "features"):
+            raise UserError(f"--fidelities: {name!r} is not a cheap fidelity; use bn, kd:N or kd:N+features")
+        parse_fidelity(base)
+    if not names:
+        raise UserError("--fidelities: give at least one cheap fidelity, e.g. bn,kd:30")
+    return names
+
+
+def cheapest_ranking(pairs: dict[str, float], median_s: dict[str, float | None]) -> str | None:
+    """The cheap fidelity with the lowest median seconds whose Spearman reaches ``TARGET_RHO``."""
+    good = [k.removesuffix(" vs final") for k, rho in pairs.items() if rho == rho and rho >= TARGET_RHO]
+    good = [f for f in good if median_s.get(f) is not None]
+    return min(good, key=lambda f: median_s[f]) if good else None

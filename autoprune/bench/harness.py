@@ -28,7 +28,7 @@ DEFAULT_STUDIES = (
     "studies/bench_cifar10_resnet20_latency30.yaml",
     "studies/bench_cifar10_mobilenetv2_macs50.yaml",
 )
-SECTIONS = ("trials", "time", "fidelity", "throughput")
+SECTIONS = ("trials", "time", "fidelity", "finetune", "throughput")
 EXECUTORS = ("inline", "processes", "ray")
 # --quick: tiny subsets, few and cheap trials; flags and --set still override these.
 QUICK: dict[str, Any] = {
@@ -57,6 +57,8 @@ class BenchConfig:
     sections: tuple[str, ...] = SECTIONS
     executors: tuple[str, ...] = EXECUTORS
     fidelity_policies: int = 30
+    fidelities: tuple[str, ...] = ("bn", "kd:10", "kd:30", "kd:100", "kd:30+features")
+    finetune_steps: tuple[int, ...] = (0, 100, 300, 1000, 3000)
     throughput_trials: int = 6
     overrides: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
@@ -127,6 +129,7 @@ class BenchResult:
     root: Path
     storage: str
     elapsed_s: float
+    finetune: dict[str, Any] | None = None
 
 
 def resolve_data_root(given: str | None) -> Path:
@@ -239,7 +242,8 @@ def _warm_estimate(problem) -> None:
 
 def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     """Run every section the config asks for and write BENCHMARKS.md, figures and results.json."""
-    from autoprune.bench.fidelity import fidelity_study
+    from autoprune.bench.fidelity import fidelity_study, study_done
+    from autoprune.bench.finetune_curve import finetune_curve
     from autoprune.bench.markdown import machine_info, write_markdown
     from autoprune.bench.throughput import throughput_study
     from autoprune.bench.views import run_views
@@ -264,17 +268,34 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     runs: list[RunResult] = list(earlier.runs) if earlier else []
     time_limits: dict[str, float] = dict(earlier.time_limits) if earlier else {}
 
+    finetune: dict[str, Any] | None = earlier.finetune if earlier else None
+
     def save(fidelity: dict[str, Any] | None = None, throughput: list[dict[str, Any]] | None = None) -> BenchResult:
         result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput or [], root, storage,
-                             time.perf_counter() - started)
+                             time.perf_counter() - started, finetune)
         (root / "results.json").write_text(json.dumps(to_json(result), indent=1, default=str))
         return result
 
     # The short sections first: a bench stopped during the long views still reports them.
     fidelity = earlier.fidelity if earlier else None
-    if "fidelity" in cfg.sections and ok and not fidelity:
-        fidelity = fidelity_study(ok[0], policies=cfg.fidelity_policies, log=log)
     throughput: list[dict[str, Any]] = list(earlier.throughput) if earlier else []
+    if "fidelity" in cfg.sections and ok and not study_done(fidelity, cfg.fidelity_policies, cfg.fidelities):
+
+        def keep_study(study: dict[str, Any]) -> None:
+            nonlocal fidelity
+            fidelity = study
+            save(fidelity, throughput)
+
+        fidelity = fidelity_study(ok[0], policies=cfg.fidelity_policies, cheap=cfg.fidelities, earlier=fidelity,
+                                  on_row=keep_study, log=log)
+    if "finetune" in cfg.sections and ok and _missing_lengths(finetune, cfg.finetune_steps):
+
+        def keep(curve: dict[str, Any]) -> None:
+            nonlocal finetune
+            finetune = curve
+            save(fidelity, throughput)
+
+        finetune = finetune_curve(ok[0], steps=cfg.finetune_steps, earlier=finetune, on_point=keep, log=log)
     if "throughput" in cfg.sections and ok and not throughput:
         throughput = throughput_study(ok[0], executors=cfg.executors, trials=cfg.throughput_trials,
                                       storage=storage, root=root, log=log)
@@ -287,6 +308,11 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     return result
 
 
+def _missing_lengths(curve: dict[str, Any] | None, steps: tuple[int, ...]) -> bool:
+    """Whether the fine-tune curve still lacks one of ``steps`` (a curve that failed is not retried)."""
+    return curve is None or not curve.get("error") and not set(steps) <= {p["steps"] for p in curve["points"]}
+
+
 def _earlier_result(cfg: BenchConfig, log: Log) -> BenchResult | None:
     """What an interrupted run in ``cfg.resume`` finished; the same command must continue it."""
     if cfg.resume is None:
@@ -297,7 +323,7 @@ def _earlier_result(cfg: BenchConfig, log: Log) -> BenchResult | None:
     earlier = load_result(cfg.resume, parser())
     done = {(r.task, r.searcher, r.seed) for r in earlier.runs}
     log(f"resuming {cfg.resume}: {len(done)} finished (task, searcher, seed) units kept"
-        + (", fidelity and throughput kept" if earlier.fidelity or earlier.throughput else ""))
+        + (", the short sections kept where done" if earlier.fidelity or earlier.throughput or earlier.finetune else ""))
     return earlier
 
 
@@ -324,5 +350,5 @@ def to_json(result: BenchResult) -> dict[str, Any]:
         "tasks": [{"name": t.name, "study": t.study, "settings": t.settings.to_dict(), "dense": t.dense,
                    "error": t.error} for t in result.tasks],
         "runs": [dataclasses.asdict(r) for r in result.runs],
-        "fidelity": result.fidelity, "throughput": result.throughput,
+        "fidelity": result.fidelity, "throughput": result.throughput, "finetune": result.finetune,
     }

@@ -280,18 +280,60 @@ def fidelity_section(result, figures: Path, out_dir: Path) -> list[str]:
     f = result.fidelity
     if not f:
         return []
+    cheap = f.get("cheap") or ["bn", f["kd"]]  # a study of an older bench scored bn and one kd:N
+    named = ", ".join(f"`{c}`" for c in cheap)
     lines = ["## Fidelity of the cheap scores", "",
              f"{f['policies']} random feasible policies of `{f['task']}` ({f.get('asked', f['policies'])} drawn as "
-             "`random` draws them; those measured over budget were dropped), each scored by adaptive-BN recalibration "
-             f"alone (`bn`), by `{f['kd']}` and by the final fine-tune ({f['final_steps']} steps), with the same seed; "
-             "final = validation accuracy after the final fine-tune.", ""]
-    rows = [[k, "–" if v != v else f"{v:.3f}"] for k, v in f["spearman"].items()]
-    lines += _table(["scores", "Spearman ρ"], rows)
+             "`random` draws them; those measured over budget were dropped), each scored by "
+             f"{named} (`bn`: adaptive-BN recalibration alone; `kd:N`: N distillation steps after it; `+features`: "
+             f"with inner feature distillation) and by the final fine-tune ({f['final_steps']} steps), with the same "
+             "seed; final = validation accuracy after the final fine-tune.", ""]
     med = f["median_s"]
-    lines += ["", "Median seconds per policy: " + ", ".join(f"`{k}` {v:.1f}" for k, v in med.items() if v is not None), ""]
+    rows = [[f"`{c}`", "–" if (rho := f["spearman"].get(f"{c} vs final", math.nan)) != rho else f"{rho:.3f}",
+             "–" if med.get(c) is None else f"{med[c]:.1f}"] for c in cheap]
+    lines += _table(["cheap score", "Spearman ρ with final", "median s per policy"], rows)
+    if med.get("final") is not None:
+        lines += ["", f"The final fine-tune took a median {med['final']:.1f} s per policy."]
+    if "chosen" in f:
+        target = f.get("target_rho", 0.8)
+        lines += ["", (f"Cheapest score reaching ρ ≥ {target}: **`{f['chosen']}`**." if f["chosen"]
+                       else f"No cheap score reached ρ ≥ {target} on these policies.")]
+    if f["policies"] < 30:
+        lines += ["", f"**Incomplete:** {f['policies']} policies so far (at least 30 asked); "
+                  "`autoprune bench --resume RUN_DIR` continues the study."]
+    lines.append("")
     if f["rows"]:
         path = plot_fidelity(figures / "fidelity.png", f, provenance(result).replace("`", ""))
         lines += [f"![cheap scores against final accuracy]({os.path.relpath(path, out_dir)})", ""]
+    return lines + [f"_{provenance(result)}_", ""]
+
+
+def finetune_section(result, figures: Path, out_dir: Path) -> list[str]:
+    from autoprune.bench.finetune_curve import KNEE_POINTS, WITHIN_DENSE_POINTS, curve_summary
+    from autoprune.bench.plots import plot_finetune_curve
+
+    c = result.finetune
+    if not c:
+        return []
+    lines = ["## How long the final fine-tune must be", ""]
+    if c.get("error"):
+        return lines + [f"Not measured: {c['error']}.", ""]
+    dense = c["dense_test_accuracy"]
+    lines += [f"The `uniform` policy closest under {c['macs_fraction']} of dense MACs on `{c['task']}`, given the final "
+              f"fine-tune (distillation from the dense model, cosine learning rate from {c['lr']} to 0 over the steps, "
+              f"batches drawn from {c['train_images']} training images) at each length, then tested on the whole test "
+              f"split. Dense: {_pct(dense)}%.", ""]
+    rows = [[str(p["steps"]), _pct(p["test_accuracy"]), f"{100 * (p['test_accuracy'] - dense):+.2f}",
+             f"{p['macs_of_dense']:.3f}", f"{p['finetune_s']:.0f}"] for p in c["points"]]
+    lines += _table(["final steps", "test accuracy", "points vs dense", "MACs of dense", "fine-tune s"], rows)
+    summary = curve_summary(c)
+    if summary:
+        verdict = "within" if summary["within"] else "**not** within"
+        lines += ["", f"Knee (the shortest length within {KNEE_POINTS} points of the best): **{summary['knee_steps']} "
+                  f"steps**, {summary['gap_points']:.2f} points below dense, {verdict} the {WITHIN_DENSE_POINTS:.0f} "
+                  "points asked of `uniform` there.", ""]
+        path = plot_finetune_curve(figures / "finetune_curve.png", c, summary, provenance(result).replace("`", ""))
+        lines += [f"![test accuracy against final fine-tune steps]({os.path.relpath(path, out_dir)})", ""]
     return lines + [f"_{provenance(result)}_", ""]
 
 
@@ -344,6 +386,7 @@ def write_markdown(result) -> Path:
     lines += scale_section(result) + dense_section(result)
     for task in result.tasks:
         lines += task_section(result, task, figures, out_dir)
-    lines += fidelity_section(result, figures, out_dir) + throughput_section(result)
+    lines += fidelity_section(result, figures, out_dir) + finetune_section(result, figures, out_dir)
+    lines += throughput_section(result)
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out

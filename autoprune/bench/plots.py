@@ -97,18 +97,39 @@ def plot_best_so_far(path: Path, runs: Sequence[Any], searchers: Sequence[str], 
 
 
 def plot_fidelity(path: Path, study: dict[str, Any], footer: str) -> Path:
-    """Cheap scores (bn, kd:N) against the final score, one point per random policy."""
+    """Each cheap score against the final score, one panel per cheap fidelity, one point per policy."""
     plt = _pyplot()
-    kd = study["kd"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    cheap = study.get("cheap") or ["bn", study["kd"]]
+    cols = min(len(cheap), 3)
+    rows = -(-len(cheap) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.8 * rows), dpi=110, squeeze=False)
     final = [100 * r["final"] for r in study["rows"]]
-    for ax, fid in zip(axes, ("bn", kd), strict=True):
+    for ax, fid in zip(axes.flat, cheap, strict=False):
         ax.scatter([100 * r[fid] for r in study["rows"]], final, s=18)
         rho = study["spearman"][f"{fid} vs final"]
         ax.set_title(f"{fid}: Spearman {rho:.2f}", fontsize=9)
-        ax.set_xlabel(f"validation accuracy after {fid} (%)")
-        ax.set_ylabel("validation accuracy after the final fine-tune (%)")
+        ax.set_xlabel(f"validation accuracy after {fid} (%)", fontsize=8)
+        ax.set_ylabel("after the final fine-tune (%)", fontsize=8)
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(cheap):]:
+        ax.set_visible(False)
+    return _save(plt, fig, path, footer)
+
+
+def plot_finetune_curve(path: Path, curve: dict[str, Any], summary: dict[str, Any], footer: str) -> Path:
+    """Test accuracy of the uniform policy against final fine-tune steps, dense as a line, the knee marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    pts = curve["points"]
+    xs = [max(p["steps"], 1) for p in pts]  # a log axis: 0 steps (BN recalibration only) drawn at 1
+    ax.plot(xs, [100 * p["test_accuracy"] for p in pts], marker="o", label="uniform at 0.5 of dense MACs")
+    ax.axhline(100 * curve["dense_test_accuracy"], color="k", ls="--", lw=1, label="dense")
+    ax.axvline(max(summary["knee_steps"], 1), color="tab:red", ls=":", lw=1, label=f"knee: {summary['knee_steps']} steps")
+    ax.set_xscale("log")
+    ax.set_xlabel("final fine-tune steps (log; 0 drawn at 1)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(plt, fig, path, footer)
 
 

@@ -44,7 +44,8 @@ def load_result(run_dir: Path, parser: argparse.ArgumentParser):
              for t in data["tasks"]]
     runs = [RunResult(**{**r, "points": [tuple(p) for p in r.get("points", [])]}) for r in data["runs"]]
     return BenchResult(cfg, data["machine"], tasks, runs, data.get("time_limits", {}), data.get("fidelity"),
-                       data.get("throughput") or [], run_dir, data["storage"], float(data.get("elapsed_s", 0.0)))
+                       data.get("throughput") or [], run_dir, data["storage"], float(data.get("elapsed_s", 0.0)),
+                       data.get("finetune"))
 
 
 def _recorded_searchers(argv: list[str]) -> list[str]:
@@ -85,7 +86,7 @@ def merge(results: list) -> Any:
     description and time budget come from the last run that searched it; a pair kept from an
     earlier run must have been searched at that same time budget, or the equal-time view would
     compare searchers at different budgets (a ``UserError`` says which ``--time-limit`` to give).
-    The fidelity and throughput sections come from the first run that has them; the header
+    The fidelity, fine-tune curve and throughput sections come from the first run that has them; the header
     names every command."""
     first = results[0]
     if len(results) == 1:
@@ -118,6 +119,7 @@ def merge(results: list) -> Any:
         first, config=cfg, tasks=list(tasks.values()), runs=runs,
         time_limits=time_limits, fidelity=next((r.fidelity for r in results if r.fidelity), None),
         throughput=next((r.throughput for r in results if r.throughput), []),
+        finetune=next((r.finetune for r in results if r.finetune), None),
         root=" and ".join(str(r.root) for r in results), storage=" and ".join(r.storage for r in results),
         elapsed_s=sum(r.elapsed_s for r in results),
     )
