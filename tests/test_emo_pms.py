@@ -15,7 +15,7 @@ from autoprune.errors import UserError
 from autoprune.searchers import make_searcher, searcher_table
 from autoprune.searchers._base import SearchContext
 from autoprune.searchers._features import FeatureReconstruction
-from autoprune.searchers._stages import Archive, StageScore, divide, merge
+from autoprune.searchers._stages import Archive, StageScore, divide, merge, merge_front
 from autoprune.searchers.emo import EmoSearcher
 from autoprune.searchers.emo_pms import EmoPmsSearcher
 from autoprune.study import COMPLETE, Trial
@@ -95,6 +95,38 @@ def test_merge_ranks_the_k_best_combinations_within_the_budget():
     ranked = sorted(1 - problem.accuracy(p) for p in everything if problem.cost(p) <= problem.budget)[:12]
     assert np.allclose([m.impairment for m in merged], ranked)
     assert merged[0].policy == problem.optimum()[1]
+
+
+def test_for_a_front_the_merge_spreads_its_candidates_along_the_true_front():
+    """With --objectives the merged candidates are points of the space's front at every cost level,
+    not the k least impaired (all nearly dense)."""
+    problem = StageToy.make_staged((2, 2, 1), seed=3, budget=1.0)
+    ctx = problem.context(0, front=True)
+    space = ctx.space
+    archives = []
+    for subnet in divide(space, 4):
+        archive = Archive(subnet)
+        for genes in itertools.product(*(range(len(space.variables[i].choices)) for i in subnet.variables)):
+            policy = subnet.policy(space, genes)
+            archive.points[genes] = (StageScore.of(problem.stage_scorer(ctx, subnet, [policy])[0]), problem.cost(policy))
+        archives.append(archive)
+    merged = merge_front(ctx, archives, 6)
+    everything = [space.decode(x) for x in itertools.product(*(range(len(v.choices)) for v in space.variables))]
+    points = [(1 - problem.accuracy(p), problem.cost(p)) for p in everything]
+    assert len(merged) == 6 and [m.cost for m in merged] == sorted(m.cost for m in merged)
+    for m in merged:  # nothing in the space is both less impaired and cheaper
+        assert not any(e < m.impairment - 1e-12 and c < m.cost - 1e-12 for e, c in points)
+    assert merged[0].cost < 0.3 and merged[-1].cost > 0.7  # the ends of the front, not only near dense
+    assert merged != merge(ctx, archives, 6)
+
+
+def test_searches_a_front_with_objectives():
+    problem = StageToy.make_staged(seed=0, budget=1.0)
+    searcher = _pms(problem, candidates=5)
+    trials = run_toy(searcher, problem, 12, seed=0, front=True)
+    assert len({t.policy for t in trials}) == 12
+    assert [t.policy for t in trials[:5]] == [m.policy for m in searcher.merged]
+    assert searcher._emo is not None and searcher._emo.objectives == ("error", "macs")
 
 
 def test_reaches_the_optimum_in_fewer_full_evaluations_than_emo(capsys):

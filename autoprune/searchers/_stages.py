@@ -181,6 +181,26 @@ def _fewer_than_k_dominators(points: list[tuple[float, float, Any]], k: int) -> 
     return kept
 
 
+def _combinations(archives: Sequence[Archive], k: int) -> list[tuple[float, float, tuple]]:
+    """(summed impairment, summed cost saving - 1 per part, parts) of the combinations of one point
+    per sub-network that fewer than ``k`` others dominate, least impaired first."""
+    combos: list[tuple[float, float, tuple]] = [(0.0, 0.0, ())]
+    for archive in archives:
+        points = [(s.impairment, cost - 1.0, (archive.subnet, genes)) for genes, (s, cost) in archive.points.items()]
+        points = _fewer_than_k_dominators(points, k)
+        combos = _fewer_than_k_dominators(
+            [(a + b, ca + cb, parts + (part,)) for (a, ca, parts), (b, cb, part) in itertools.product(combos, points)], k)
+    return combos
+
+
+def _policy(space, parts: tuple) -> Policy:
+    values: dict[str, float] = {}
+    for subnet, genes in parts:
+        for i, g in zip(subnet.variables, genes, strict=True):
+            values[space.variables[i].name] = space.variables[i].choices[g]
+    return space.policy(values)
+
+
 def merge(ctx: SearchContext, archives: Sequence[Archive], k: int) -> list[Merged]:
     """The ``k`` combinations of one point per sub-network with the least summed impairment whose
     estimated cost is within the budget, in that order: the global performance-impairment ranking.
@@ -188,23 +208,34 @@ def merge(ctx: SearchContext, archives: Sequence[Archive], k: int) -> list[Merge
     Costs combine additively while merging (dense minus each stage's saving), which keeps exactly
     the k best combinations whenever costs are additive; the final verdict on each combination is
     the estimate of its whole policy, since savings at stage boundaries are not additive."""
-    space = ctx.space
-    combos: list[tuple[float, float, tuple]] = [(0.0, 0.0, ())]
-    for archive in archives:
-        points = [(s.impairment, cost - 1.0, (archive.subnet, genes)) for genes, (s, cost) in archive.points.items()]
-        points = _fewer_than_k_dominators(points, k)
-        combos = _fewer_than_k_dominators(
-            [(a + b, ca + cb, parts + (part,)) for (a, ca, parts), (b, cb, part) in itertools.product(combos, points)], k)
     out: list[Merged] = []
-    for impairment, _, parts in combos:
-        values: dict[str, float] = {}
-        for subnet, genes in parts:
-            for i, g in zip(subnet.variables, genes, strict=True):
-                values[space.variables[i].name] = space.variables[i].choices[g]
-        policy = space.policy(values)
+    for impairment, _, parts in _combinations(archives, k):
+        policy = _policy(ctx.space, parts)
         cost = cost_share(ctx, policy)
         if cost * ctx.dense_cost <= ctx.limit:
             out.append(Merged(policy, impairment, cost))
         if len(out) == k:
             break
     return out
+
+
+def merge_front(ctx: SearchContext, archives: Sequence[Archive], k: int) -> list[Merged]:
+    """For a front (``--objectives``): ``k`` combinations spread along the merged front of summed
+    impairment against estimated cost, within the bound, cheapest first. The least impaired
+    combinations (what ``merge`` keeps) are all nearly dense; a front needs every cost level."""
+    combos = _combinations(archives, 4 * k)
+    scored = []
+    for impairment, _, parts in combos:
+        policy = _policy(ctx.space, parts)
+        cost = cost_share(ctx, policy)
+        if cost * ctx.dense_cost <= ctx.limit:
+            scored.append(Merged(policy, impairment, cost))
+    scored.sort(key=lambda m: (m.cost, m.impairment))
+    front: list[Merged] = []
+    for m in scored:  # cheapest first: on the front if less impaired than every cheaper one
+        if not front or m.impairment < front[-1].impairment:
+            front.append(m)
+    if len(front) <= k:
+        return front
+    picks = sorted({round(i) for i in np.linspace(0, len(front) - 1, k)})
+    return [front[i] for i in picks]

@@ -10,6 +10,9 @@
 3. *Merge* the stages' points into whole-network policies ranked by summed impairment, keeping
    those the estimate puts within the budget (``_stages.merge``), and hand them out through
    ``ask`` best first: they are the trials this searcher spends, at the run's full fidelity.
+   With ``--objectives`` (a front, not one budget) the merged candidates are instead spread along
+   the merged front of impairment against estimated cost (``_stages.merge_front``), and the
+   whole-network ``emo`` that follows searches the front.
 
 When the merged candidates run out before the trial budget (a small space, a tight budget, a
 resume with more trials), whole-network ``emo`` continues, seeded with every trial so far (its
@@ -29,7 +32,15 @@ from typing import Any
 from autoprune.errors import UserError
 from autoprune.searchers._base import Searcher, policy_key
 from autoprune.searchers._pymoo import ALGORITHMS
-from autoprune.searchers._stages import Archive, Merged, StageScorer, divide, merge, sub_search
+from autoprune.searchers._stages import (
+    Archive,
+    Merged,
+    StageScorer,
+    divide,
+    merge,
+    merge_front,
+    sub_search,
+)
 from autoprune.searchers.emo import EmoSearcher
 from autoprune.searchers.portfolio import _QuietEstimate
 from autoprune.space import Policy
@@ -58,6 +69,7 @@ class EmoPmsSearcher(Searcher):
     """
 
     name = "emo-pms"
+    multi_objective = True  # --objectives: merged candidates spread along the front, then emo's front search
 
     def __init__(self, scorer: StageScorer | None = None, pop_size: int = 16, generations: int = 8,
                  candidates: int | None = None, run: int = 4, algorithm: str = "nsga2",
@@ -118,9 +130,10 @@ class EmoPmsSearcher(Searcher):
             self.log(f"emo-pms: sub-network {subnet.name} ({len(subnet.variables)} variables): "
                      f"{len(archive.points)} candidates scored, {how}, {time.perf_counter() - started:.1f} s")
         k = self.candidates or max(1, (ctx.trials or 20) // 2)
-        self.merged = merge(ctx, self.archives, k)
+        self.merged = (merge_front if ctx.objectives else merge)(ctx, self.archives, k)
         self._rank = {policy_key(m.policy): i for i, m in enumerate(self.merged)}
-        self.log(f"emo-pms: {len(self.merged)} merged candidates within the budget (of {k} wanted)")
+        where = "spread along the merged front" if ctx.objectives else "within the budget"
+        self.log(f"emo-pms: {len(self.merged)} merged candidates {where} (of {k} wanted)")
 
     # -- ask/tell ----------------------------------------------------------------------------------
 
