@@ -501,3 +501,27 @@ def test_resume_keeps_finished_units_and_runs_only_the_missing_ones(bench, tmp_p
     assert {r["view"] for r in after if r["searcher"] == "uniform"} == {"trials", "time"}
     assert all(r["code"] for r in after if r["searcher"] == "uniform")
     assert "Missing from this task" not in out.read_text()
+
+
+def test_paper_table_gives_each_searchers_change_against_dense_beside_the_published_deltas():
+    from types import SimpleNamespace
+
+    from autoprune.bench.paper import paper_section
+    from autoprune.settings import SearchSettings
+
+    def run(searcher, seed, test, view="trials"):
+        return RunResult("r20", view, searcher, seed, "s", "d", final_test=test, final_cost=20e6, limit=20.6e6)
+
+    task = SimpleNamespace(name="r20", settings=SearchSettings(model="resnet20", target="macs", budget="0.5"),
+                           dense={"test_accuracy": 0.91, "costs": {"macs": 41e6}})
+    other = SimpleNamespace(name="lat", settings=SearchSettings(model="resnet20", target="latency", budget="0.5"),
+                            dense={"test_accuracy": 0.91, "costs": {"macs": 41e6}})
+    runs = [run("uniform", s, 0.89) for s in range(3)] + [run("tpe", s, 0.90 + 0.001 * s) for s in range(3)]
+    runs += [run("tpe", 0, 0.5, view="time"), RunResult("lat", "trials", "tpe", 0, "s", "d", final_test=0.9)]
+    lines = paper_section(SimpleNamespace(tasks=[task, other], runs=runs))
+    text = "\n".join(lines)
+    ours = [line for line in lines if line.startswith("| autoprune")]
+    assert ours[0].startswith("| autoprune `tpe` (r20)") and "-0.90 ± 0.10 (3 seeds)" in ours[0] and "2.05x" in ours[0]
+    assert "-2.00 ± 0.00 (3 seeds)" in ours[1] and "(lat)" not in text  # only the 0.5-of-MACs task
+    assert "| AMC (He et al. 2018) | ResNet-56 | 92.80 → 91.90 | -0.90 | 2.00x |" in text
+    assert paper_section(SimpleNamespace(tasks=[other], runs=runs)) == []

@@ -365,6 +365,8 @@ def _relative(text: str) -> str:
 
 def write_markdown(result) -> Path:
     """Write ``result.config.out`` and its figures; returns the path."""
+    from autoprune.bench.paper import paper_section
+
     cfg = result.config
     out = cfg.out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -386,6 +388,7 @@ def write_markdown(result) -> Path:
     lines += scale_section(result) + dense_section(result)
     for task in result.tasks:
         lines += task_section(result, task, figures, out_dir)
+    lines += paper_section(result)
     lines += fidelity_section(result, figures, out_dir) + finetune_section(result, figures, out_dir)
     lines += throughput_section(result)
     out.write_text("\n".join(lines).rstrip() + "\n")
