@@ -62,6 +62,23 @@ def test_paired_latency_ratio_cancels_the_machine_speed():
     assert small < 0.5
 
 
+def test_a_screening_reading_stops_once_its_median_is_settled():
+    from torch import nn
+
+    from autoprune.costs import CostSettings
+    from autoprune.costs.latency import MIN_REPEATS, LatencyCost, settled
+
+    assert settled([10.0] * MIN_REPEATS) and not settled([10.0] * (MIN_REPEATS - 1))
+    assert not settled([10.0, 12.0, 9.0, 14.0, 10.0, 8.0, 13.0, 11.0])  # a median known to about 10% only
+    assert settled([10.0, 10.1, 9.9, 10.05, 9.95, 10.0, 10.02, 9.98])
+    settings = CostSettings((3, 8, 8), batch_size=2, warmup=1, repeats=40)
+    model = nn.Conv2d(3, 4, 3)
+    full, early = LatencyCost(settings), LatencyCost(settings, early_stop=True)
+    full.measure(model)
+    early.measure(model)
+    assert full.passes == 40 and MIN_REPEATS <= early.passes <= 40
+
+
 def test_a_latency_reading_near_the_limit_is_decided_on_a_second_reading():
     from torch import nn
 
@@ -78,5 +95,5 @@ def test_a_latency_reading_near_the_limit_is_decided_on_a_second_reading():
     assert near["latency_first_ms"] > 0 and near["latency_ms"] == pytest.approx(10.0 * near["latency_ratio"])
     assert near["latency_ratio"] < 0.5
     absolute = read_latency(small, dense, settings, dense_anchor_ms=None, limit=1.0, band=(0.0, float("inf")))
-    assert absolute.keys() == {"latency_ms", "latency_first_ms"}
-    assert read_latency(small, dense, settings, dense_anchor_ms=None, limit=None).keys() == {"latency_ms"}
+    assert absolute.keys() == {"latency_ms", "latency_first_ms", "latency_first_passes"}
+    assert read_latency(small, dense, settings, dense_anchor_ms=None, limit=None).keys() == {"latency_ms", "latency_first_passes"}

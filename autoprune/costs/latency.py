@@ -27,8 +27,25 @@ def thread_count(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def time_forward(model: nn.Module, settings: CostSettings) -> list[float]:
-    """Wall times (ms) of ``settings.repeats`` forward passes after ``settings.warmup``."""
+# Early stop of a screening reading: once at least MIN_REPEATS passes are timed, the reading stops
+# when the median's notch half-width (1.57 IQR / sqrt(n), McGill et al. 1978) is within
+# SETTLED of the median. Passes are checked in chunks of CHUNK.
+MIN_REPEATS, CHUNK, SETTLED = 8, 4, 0.01
+
+
+def settled(times: list[float], tolerance: float = SETTLED) -> bool:
+    """Whether the median of ``times`` is known to within ``tolerance`` (a fraction of it)."""
+    if len(times) < MIN_REPEATS:
+        return False
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return 1.57 * (q3 - q1) / len(times) ** 0.5 <= tolerance * statistics.median(times)
+
+
+def time_forward(model: nn.Module, settings: CostSettings, *, early_stop: bool = False) -> list[float]:
+    """Wall times (ms) of ``settings.repeats`` forward passes after ``settings.warmup``.
+
+    With ``early_stop`` (screening readings of a search, never the checks of a budget), timing
+    stops before ``settings.repeats`` once the median is ``settled``."""
     x = torch.randn(settings.batch_size, *settings.input_shape)
     was_training = model.training
     model.eval()
@@ -43,11 +60,13 @@ def time_forward(model: nn.Module, settings: CostSettings) -> list[float]:
         for _ in range(settings.warmup):
             timed(x)
         synchronize(device)
-        for _ in range(settings.repeats):
+        for i in range(settings.repeats):
             start = time.perf_counter()
             timed(x)
             synchronize(device)
             times.append((time.perf_counter() - start) * 1e3)
+            if early_stop and (i + 1) % CHUNK == 0 and settled(times):
+                break
     model.train(was_training)
     return times
 
@@ -57,11 +76,14 @@ class LatencyCost(CostModel):
 
     metric = "latency_ms"
 
-    def __init__(self, settings: CostSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: CostSettings, *, early_stop: bool = False) -> None:
+        self.settings, self.early_stop = settings, early_stop
+        self.passes = 0  # timed passes of the last reading
 
     def measure(self, model: nn.Module) -> float:
-        return float(statistics.median(time_forward(model, self.settings)))
+        times = time_forward(model, self.settings, early_stop=self.early_stop)
+        self.passes = len(times)
+        return float(statistics.median(times))
 
 
 def steady_latency(model: nn.Module, settings: CostSettings, rounds: int = 3) -> float:
