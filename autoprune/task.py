@@ -339,6 +339,32 @@ def register_task(task: Task) -> None:
     _TASKS[task.recipe] = task
 
 
+def split_seed(recipe: TaskRecipe) -> int:
+    """The seed the validation split is carved with: the search's, except for a checkpoint that
+    ``autoprune train`` made on the same data, whose record (``<checkpoint>.json``) names the seed
+    its own split was carved with. Carving another split would score candidates on images the
+    dense model was trained on (``--seed 1`` against weights trained with ``--seed 0``)."""
+    if recipe.checkpoint is None:
+        return recipe.seed
+
+    try:
+        record = json.loads(Path(recipe.checkpoint).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return recipe.seed
+    if not isinstance(record, dict) or not isinstance(record.get("seed"), int):
+        return recipe.seed
+    return record["seed"] if _same_data(str(record.get("data", "")), recipe.data) else recipe.seed
+
+
+def _same_data(a: str, b: str) -> bool:
+    """Two data specs name the same data (``kind:path`` with paths compared resolved)."""
+    kind_a, _, where_a = a.partition(":")
+    kind_b, _, where_b = b.partition(":")
+    if kind_a != kind_b:
+        return False
+    return where_a == where_b or (bool(where_a) and Path(where_a).resolve() == Path(where_b).resolve())
+
+
 def load_task(recipe: TaskRecipe, *, progress: bool = False, device: str = "cpu") -> Task:
     """Build (once per process) the task described by ``recipe``; see the module docstring.
 
@@ -357,7 +383,7 @@ def load_task(recipe: TaskRecipe, *, progress: bool = False, device: str = "cpu"
     data = load_data(
         recipe.data,
         image_size=recipe.image_size,
-        seed=recipe.seed,
+        seed=split_seed(recipe),
         cache_dir=cache_dir(recipe),
         progress=progress,
     )

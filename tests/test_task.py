@@ -138,3 +138,19 @@ def test_accuracy_restores_mode_and_rejects_empty(tmp_path) -> None:
     with pytest.raises(UserError, match="empty"):
         accuracy(task.model, task.data, empty)
     assert list((tmp_path / "envcache" / "dense").glob("*.pt"))  # default cache from the env
+
+
+def test_the_validation_split_of_a_trained_checkpoint_is_the_one_it_was_trained_beside(tmp_path):
+    """`autoprune train --seed 0` then `autoprune search --seed 1`: the search's split is the
+    training's, so no candidate is scored on images the dense model learnt."""
+    import json
+
+    from autoprune.task import TaskRecipe, split_seed
+
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"")
+    assert split_seed(TaskRecipe(data="digits", seed=1)) == 1  # no checkpoint
+    assert split_seed(TaskRecipe(data="digits", seed=1, checkpoint=str(ckpt))) == 1  # no training record
+    ckpt.with_suffix(".json").write_text(json.dumps({"seed": 0, "data": f"imagefolder:{tmp_path}/./data"}))
+    assert split_seed(TaskRecipe(data=f"imagefolder:{tmp_path}/data", seed=1, checkpoint=str(ckpt))) == 0
+    assert split_seed(TaskRecipe(data="digits", seed=1, checkpoint=str(ckpt))) == 1  # trained on other data
