@@ -525,3 +525,24 @@ def test_paper_table_gives_each_searchers_change_against_dense_beside_the_publis
     assert "-2.00 ± 0.00 (3 seeds)" in ours[1] and "(lat)" not in text  # only the 0.5-of-MACs task
     assert "| AMC (He et al. 2018) | ResNet-56 | 92.80 → 91.90 | -0.90 | 2.00x |" in text
     assert paper_section(SimpleNamespace(tasks=[other], runs=runs)) == []
+
+
+def test_a_training_continued_with_init_records_its_history_and_refuses_another_split(tmp_path):
+    from autoprune.bench.dense import TrainSpec, train_reference
+
+    make_tree(tmp_path / "data")
+    common = dict(model="resnet20:width=4", data=f"imagefolder:{tmp_path / 'data'}", image_size=16, batch_size=8,
+                  cache_dir=str(tmp_path / "cache"), threads=1)
+    first = TrainSpec(out=tmp_path / "a.pt", epochs=1, **common)
+    train_reference(first, "train a", log=lambda msg: None)
+    lines: list[str] = []
+    record = train_reference(TrainSpec(out=tmp_path / "b.pt", epochs=2, lr=0.05, init=str(first.out), **common),
+                             "train b", log=lines.append)
+    assert any("starting from" in line for line in lines)
+    assert record["init"]["command"] == "train a" and record["total_epochs"] == 3
+    assert record["total_train_seconds"] >= record["train_seconds"]
+    with pytest.raises(UserError, match="seed 0 \\(here 1\\)"):
+        train_reference(TrainSpec(out=tmp_path / "c.pt", epochs=1, seed=1, init=str(first.out), **common), "c")
+    (tmp_path / "bare.pt").write_bytes(first.out.read_bytes())
+    with pytest.raises(UserError, match="no training record"):
+        train_reference(TrainSpec(out=tmp_path / "d.pt", epochs=1, init=str(tmp_path / "bare.pt"), **common), "d")

@@ -72,6 +72,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for training [default: all cores]")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda[:N]; a training "
                    "interrupted on one device continues on another [default: auto]")
+    p.add_argument("--init", metavar="FILE", help="start from the weights of an earlier autoprune train (same "
+                   "--model, --data, --seed; a new schedule of --epochs from --lr), recorded in the new record")
 
 
 def _names(text: str | None, allowed: list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -223,6 +225,7 @@ def train_command(args: argparse.Namespace, command: str, console) -> int:
 
     spec = TrainSpec(model=args.model, data=args.data, out=Path(args.out), epochs=args.epochs, seed=args.seed,
                      image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
-                     train_limit=args.train_limit, cache_dir=args.cache_dir, threads=args.threads, device=args.device)
+                     train_limit=args.train_limit, cache_dir=args.cache_dir, threads=args.threads, device=args.device,
+                     init=args.init)
     train_reference(spec, command, log=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
     return 0

@@ -36,6 +36,7 @@ class TrainSpec:
     cache_dir: str | None = None
     threads: int | None = None
     device: str = "auto"  # not a resume field: the saved state continues on any device
+    init: str | None = None  # weights of an earlier `autoprune train` to continue from (a new schedule)
 
 
 def sidecar_path(checkpoint: Path) -> Path:
@@ -48,7 +49,7 @@ def partial_path(checkpoint: Path) -> Path:
 
 
 # The spec fields a partial training must share with the command that continues it.
-_RESUME_FIELDS = ("model", "data", "epochs", "seed", "image_size", "batch_size", "lr", "train_limit")
+_RESUME_FIELDS = ("model", "data", "epochs", "seed", "image_size", "batch_size", "lr", "train_limit", "init")
 
 
 def _resume_state(spec: TrainSpec, log) -> dict[str, Any] | None:
@@ -93,6 +94,24 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _init_record(spec: TrainSpec) -> dict[str, Any]:
+    """The training record of ``--init``: it must come from ``autoprune train`` on the same data,
+    split seed, model and resolution, or the held-out validation images may have been trained on."""
+    init = Path(spec.init or "")
+    if not init.is_file():
+        raise UserError(f"--init {spec.init}: no such file; give the weights of an earlier autoprune train")
+    record = read_sidecar(init)
+    if not record:
+        raise UserError(f"--init {spec.init}: no training record {sidecar_path(init)} beside it; --init continues "
+                        "a model made by autoprune train, whose record says how its validation split was carved")
+    differ = [f"{key} {record.get(key)!r} (here {getattr(spec, key)!r})" for key in ("model", "data", "seed", "image_size")
+              if record.get(key) != getattr(spec, key)]
+    if differ:
+        raise UserError(f"--init {spec.init} was trained with other settings: {', '.join(differ)}; give the same "
+                        "--model, --data, --seed and --image-size, so the validation split stays unseen")
+    return record
+
+
 def train_command_for(settings, checkpoint: str) -> str:
     """The ``autoprune train`` command that makes ``checkpoint`` for these search settings."""
     args = ["autoprune", "train", "--model", settings.model, "--data", settings.data,
@@ -108,7 +127,7 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
 
     from autoprune.data import load_data
     from autoprune.device import resolve
-    from autoprune.models import build_model
+    from autoprune.models import build_model, load_checkpoint
     from autoprune.task import accuracy, train_dense
 
     resolve(spec.device)  # a bad --device fails before the data is read
@@ -122,6 +141,11 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
     c, _, _ = data.input_shape
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, num_classes=data.num_classes, in_channels=c)
+    before = _init_record(spec) if spec.init else None
+    if spec.init:
+        load_checkpoint(model, spec.init, spec=spec.model)
+        log(f"starting from {spec.init} ({before['epochs']} epochs, test {before['test_accuracy']:.4f}): "
+            f"a new schedule of {spec.epochs} epochs from lr {spec.lr}")
     log(f"training {spec.model} on {data.name}: {len(data.train)} training images ({len(data.val)} held out for "
         f"validation, {len(data.test)} test), {spec.epochs} epochs; the state is saved after each epoch "
         f"in {partial_path(spec.out)}, so the same command continues an interrupted run")
@@ -145,6 +169,10 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
         "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(), "device": str(resolve(spec.device)),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": _versions(),
     }
+    if before is not None:  # the whole history: what this run continued, and the totals
+        record["init"] = {"checkpoint": spec.init, **{k: v for k, v in before.items() if k != "versions"}}
+        record["total_epochs"] = int(before.get("total_epochs", before["epochs"])) + spec.epochs
+        record["total_train_seconds"] = round(float(before.get("total_train_seconds", before["train_seconds"])) + seconds, 1)
     spec.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), spec.out)
     sidecar_path(spec.out).write_text(json.dumps(record, indent=2) + "\n")
