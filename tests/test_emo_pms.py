@@ -78,18 +78,24 @@ def test_sub_networks_are_the_stages_or_runs_of_slots():
     assert [s.variables for s in divide(flat, 10)] == [tuple(range(10))]
 
 
-def test_merge_ranks_the_k_best_combinations_within_the_budget():
-    """With every stage enumerated, the merge's list is the brute-force ranking of the space."""
-    problem = StageToy.make_staged((2, 2, 1), seed=3, budget=0.45)
-    ctx = problem.context(0)
-    space = ctx.space
-    archives = []
+def _enumerated_archives(problem: StageToy, ctx: SearchContext) -> list[Archive]:
+    """Every candidate of every sub-network scored by the toy's exact stage loss."""
+    space, archives = ctx.space, []
     for subnet in divide(space, 4):
         archive = Archive(subnet)
         for genes in itertools.product(*(range(len(space.variables[i].choices)) for i in subnet.variables)):
             policy = subnet.policy(space, genes)
             archive.points[genes] = (StageScore.of(problem.stage_scorer(ctx, subnet, [policy])[0]), problem.cost(policy))
         archives.append(archive)
+    return archives
+
+
+def test_merge_ranks_the_k_best_combinations_within_the_budget():
+    """With every stage enumerated, the merge's list is the brute-force ranking of the space."""
+    problem = StageToy.make_staged((2, 2, 1), seed=3, budget=0.45)
+    ctx = problem.context(0)
+    space = ctx.space
+    archives = _enumerated_archives(problem, ctx)
     merged = merge(ctx, archives, 12)
     everything = [space.decode(x) for x in itertools.product(*(range(len(v.choices)) for v in space.variables))]
     ranked = sorted(1 - problem.accuracy(p) for p in everything if problem.cost(p) <= problem.budget)[:12]
@@ -103,13 +109,7 @@ def test_for_a_front_the_merge_spreads_its_candidates_along_the_true_front():
     problem = StageToy.make_staged((2, 2, 1), seed=3, budget=1.0)
     ctx = problem.context(0, front=True)
     space = ctx.space
-    archives = []
-    for subnet in divide(space, 4):
-        archive = Archive(subnet)
-        for genes in itertools.product(*(range(len(space.variables[i].choices)) for i in subnet.variables)):
-            policy = subnet.policy(space, genes)
-            archive.points[genes] = (StageScore.of(problem.stage_scorer(ctx, subnet, [policy])[0]), problem.cost(policy))
-        archives.append(archive)
+    archives = _enumerated_archives(problem, ctx)
     merged = merge_front(ctx, archives, 6)
     everything = [space.decode(x) for x in itertools.product(*(range(len(v.choices)) for v in space.variables))]
     points = [(1 - problem.accuracy(p), problem.cost(p)) for p in everything]
