@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from autoprune.bench.dense import read_sidecar, train_command_for
+from autoprune.bench.fidelity import CHEAP
+from autoprune.bench.finetune_curve import DEFAULT_STEPS
 from autoprune.errors import UserError
 from autoprune.settings import SearchSettings, load_study_recipe, settings_from_dict
 
@@ -57,8 +59,8 @@ class BenchConfig:
     sections: tuple[str, ...] = SECTIONS
     executors: tuple[str, ...] = EXECUTORS
     fidelity_policies: int = 30
-    fidelities: tuple[str, ...] = ("bn", "kd:10", "kd:30", "kd:100", "kd:30+features")
-    finetune_steps: tuple[int, ...] = (0, 100, 300, 1000, 3000)
+    fidelities: tuple[str, ...] = CHEAP
+    finetune_steps: tuple[int, ...] = DEFAULT_STEPS
     throughput_trials: int = 6
     overrides: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
@@ -268,23 +270,24 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     runs: list[RunResult] = list(earlier.runs) if earlier else []
     time_limits: dict[str, float] = dict(earlier.time_limits) if earlier else {}
 
+    # The short sections first: a bench stopped during the long views still reports them.
+    fidelity: dict[str, Any] | None = earlier.fidelity if earlier else None
     finetune: dict[str, Any] | None = earlier.finetune if earlier else None
+    throughput: list[dict[str, Any]] = list(earlier.throughput) if earlier else []
 
-    def save(fidelity: dict[str, Any] | None = None, throughput: list[dict[str, Any]] | None = None) -> BenchResult:
-        result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput or [], root, storage,
+    def save() -> BenchResult:
+        """results.json with everything finished so far (the sections as they stand now)."""
+        result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput, root, storage,
                              time.perf_counter() - started, finetune)
         (root / "results.json").write_text(json.dumps(to_json(result), indent=1, default=str))
         return result
 
-    # The short sections first: a bench stopped during the long views still reports them.
-    fidelity = earlier.fidelity if earlier else None
-    throughput: list[dict[str, Any]] = list(earlier.throughput) if earlier else []
     if "fidelity" in cfg.sections and ok and not study_done(fidelity, cfg.fidelity_policies, cfg.fidelities):
 
         def keep_study(study: dict[str, Any]) -> None:
             nonlocal fidelity
             fidelity = study
-            save(fidelity, throughput)
+            save()
 
         fidelity = fidelity_study(ok[0], policies=cfg.fidelity_policies, cheap=cfg.fidelities, earlier=fidelity,
                                   on_row=keep_study, log=log)
@@ -293,16 +296,16 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
         def keep(curve: dict[str, Any]) -> None:
             nonlocal finetune
             finetune = curve
-            save(fidelity, throughput)
+            save()
 
         finetune = finetune_curve(ok[0], steps=cfg.finetune_steps, earlier=finetune, on_point=keep, log=log)
     if "throughput" in cfg.sections and ok and not throughput:
         throughput = throughput_study(ok[0], executors=cfg.executors, trials=cfg.throughput_trials,
                                       storage=storage, root=root, log=log)
-    save(fidelity, throughput)
+    save()
     for task in ok:
-        run_views(cfg, task, storage, root, runs, time_limits, log, on_run=lambda: save(fidelity, throughput))
-    result = save(fidelity, throughput)
+        run_views(cfg, task, storage, root, runs, time_limits, log, on_run=save)
+    result = save()
     write_markdown(result)
     log(f"wrote {cfg.out} ({result.elapsed_s:.0f} s)")
     return result
