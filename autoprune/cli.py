@@ -70,6 +70,8 @@ HELP = {
     "trial_gpus": "GPUs Ray reserves for each trial (num_gpus; 0.25 lets four fine-tunes share one GPU)",
     "device": "where dense training, fine-tunes and evaluation run: auto (CUDA when present) | cpu | cuda[:N]",
     "latency_device": "the deploy device latency is read on: cpu | cuda[:N] (need not be the training device)",
+    "latency_table": "a latency table made on a deploy device outside the search (`autoprune profile --out FILE`, "
+                     "run there): every latency is its estimate, none is read here; its batch and threads apply",
     "run_dir": "where the study, policy, model and report go",
     "storage": "an Optuna storage: an SQLAlchemy URL, or a journal file (journal:PATH or a path ending in "
                ".journal); several searches may share one",
@@ -82,6 +84,7 @@ DEFAULT_WORDS = {
     "budget": "0.5; with --objectives none",
     "objectives": "none: one policy under the budget",
     "checkpoint": "train the dense model once and cache it",
+    "latency_table": "none: latency is read here, on --latency-device",
     "dense_epochs": "10 for digits, 30 otherwise",
     "train_limit": "all", "val_limit": "all", "time_limit": "none",
     "space": "by model: cifar_resnet, mobilenet, torchvision or default",
@@ -99,7 +102,7 @@ DEFAULT_WORDS = {
     "cache_dir": "$AUTOPRUNE_CACHE or ~/.cache/autoprune",
 }
 GROUPS = {
-    "target and budget": ("target", "budget", "objectives", "latency_device", "latency_batch", "latency_threads", "latency_warmup",
+    "target and budget": ("target", "budget", "objectives", "latency_device", "latency_table", "latency_batch", "latency_threads", "latency_warmup",
                           "latency_repeats"),
     "model and data": ("model", "data", "checkpoint", "image_size", "dense_epochs", "train_limit", "val_limit"),
     "search": ("searcher", "agent", "algorithm", "trials", "time_limit", "space", "granularity", "seed", "resume"),
@@ -113,7 +116,7 @@ METAVARS = {
     "space": "RULES", "granularity": "KIND", "searcher": "NAME", "agent": "NAME", "fidelity": "F",
     "rungs": "F,F,...", "criterion": "NAME", "executor": "NAME", "ray_address": "ADDRESS", "run_dir": "DIR",
     "storage": "URL", "study_name": "NAME", "cache_dir": "DIR", "lr": "LR", "feature_distill": "WEIGHT",
-    "time_limit": "SECONDS", "device": "DEVICE", "latency_device": "DEVICE", "objectives": "A,B,...",
+    "time_limit": "SECONDS", "device": "DEVICE", "latency_device": "DEVICE", "latency_table": "FILE", "objectives": "A,B,...",
     "algorithm": "NAME", "trial_cpus": "CPUS", "trial_gpus": "GPUS",
 }
 DESCRIPTION = """\
@@ -195,6 +198,23 @@ def _add_apply_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="cache of dense models and data")
 
 
+def _add_profile_args(p: argparse.ArgumentParser) -> None:
+    """Flags of ``autoprune profile``: the model and space of the search, and how latency is read."""
+    p.add_argument("--out", metavar="FILE", help="the table to write (JSON); give it to `autoprune search "
+                   "--latency-table FILE`")
+    p.add_argument("--measure", metavar="MODEL", help="instead, time this exported model.pt here (the final "
+                   "check on the device)")
+    p.add_argument("--table", metavar="FILE", help="with --measure: print this table's estimate beside the reading")
+    for name in ("model", "data", "image_size", "space", "granularity", "latency_batch", "latency_threads",
+                 "latency_warmup", "latency_repeats", "seed", "cache_dir"):
+        kind = {"int": int, "int | None": int}.get(str(FIELDS[name].type), str)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=FIELDS[name].default,
+                       metavar=METAVARS.get(name, "N" if kind is int else "X"),
+                       help=f"{HELP[name]}, as in the search (default: {DEFAULT_WORDS.get(name, FIELDS[name].default)})")
+    p.add_argument("--calibration", type=int, default=12, metavar="N",
+                   help="networks built and timed to fit the table's calibration (default: 12)")
+
+
 def parser() -> argparse.ArgumentParser:
     from autoprune import __version__
 
@@ -226,6 +246,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--storage", help="Optuna storage, if not the run directory's SQLite file")
     ls = sub.add_parser("searchers", help="list the available searchers: name, family, what it does")
     ls.add_argument("--names", action="store_true", help="names only, one a line (for scripts)")
+    p = sub.add_parser("profile", help="on a deploy device outside the search, write its latency table "
+                       "(--out), or time an exported model there (--measure)")
+    _add_profile_args(p)
     from autoprune.bench.command import add_bench_args, add_train_args
 
     b = sub.add_parser("bench", help="benchmark every searcher on reference tasks and write BENCHMARKS.md")
@@ -306,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "searchers":
             print_searchers(names_only=args.names)
             return 0
+        if args.command == "profile":
+            from autoprune.commands import profile_command
+
+            return profile_command(args, console)
         if args.command in ("bench", "train"):
             from autoprune.bench import command as bench_cli
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,72 @@ def recorded_inputs(meta: dict[str, Any], cache_dir: str | None, console: Consol
         console.print(f"cannot read the model's data here ({exc}): comparing on random inputs")
         return None, None
     return validation_batch(data), "32 validation images"
+
+
+def profile_command(args: argparse.Namespace, console: Console) -> int:
+    """``autoprune profile``: on the deploy device, write its latency table for a model's space
+    (``--out``), or time an exported model there (``--measure``), beside a table's estimate."""
+    from autoprune.costs import CostSettings
+    from autoprune.costs.table import load_device_table
+
+    if args.measure:
+        return _measure_on_device(args, console)
+    if not args.out:
+        raise UserError("autoprune profile needs --out FILE (the table to write) or --measure MODEL.pt")
+    check_output_file(args.out, "--out")
+    settings = SearchSettings(model=args.model, data=args.data, image_size=args.image_size, space=args.space,
+                              granularity=args.granularity, latency_batch=args.latency_batch,
+                              latency_threads=args.latency_threads, latency_warmup=args.latency_warmup,
+                              latency_repeats=args.latency_repeats, cache_dir=args.cache_dir)
+    import torch
+
+    from autoprune.atomic import write_text_atomic
+    from autoprune.costs.table import profile_device_table
+    from autoprune.data import load_data
+    from autoprune.models import build_model
+    from autoprune.pipeline import absolute_data_spec, resolve_rules
+    from autoprune.space import SearchSpace
+
+    data = load_data(absolute_data_spec(settings.data), image_size=settings.image_size, cache_dir=settings.cache_dir)
+    torch.manual_seed(args.seed)  # weights do not change latency: the architecture is all that is timed
+    model = build_model(settings.model, num_classes=data.num_classes, in_channels=data.input_shape[0]).eval()
+    example = torch.randn(1, *data.input_shape)
+    space = SearchSpace.from_model(model, example, resolve_rules(settings))
+    cost = CostSettings(tuple(data.input_shape), batch_size=settings.latency_batch, threads=settings.latency_threads,
+                        warmup=settings.latency_warmup, repeats=settings.latency_repeats)
+    blob = profile_device_table(model, space, example, cost, model_spec=settings.model,
+                                calibration_policies=args.calibration, seed=args.seed,
+                                log=lambda message: console.print(message, highlight=False, soft_wrap=True))
+    write_text_atomic(Path(args.out), json.dumps(blob, indent=1))
+    table = load_device_table(args.out)
+    dense_estimate = table.estimate(model)
+    console.print(f"wrote {args.out}: {len(blob['layers'])} layer shapes of {settings.model} "
+                  f"({len(space.slots)} slots) on {blob['device']} in {blob['profile_seconds']:.0f} s; dense "
+                  f"{blob['dense_ms']:.2f} ms measured, {dense_estimate:.2f} ms from the table. Search elsewhere with "
+                  f"`autoprune search --latency-table {Path(args.out).name} --model {settings.model} ...`",
+                  highlight=False, soft_wrap=True)
+    return 0
+
+
+def _measure_on_device(args: argparse.Namespace, console: Console) -> int:
+    """Time an exported model here (the final check on the deploy device), beside a table's estimate."""
+    import autoprune
+    from autoprune.costs import CostSettings
+    from autoprune.costs.latency import steady_latency
+    from autoprune.costs.table import load_device_table
+    from autoprune.prune import read_slimmed
+
+    shape = tuple(int(v) for v in read_slimmed(args.measure)["input_shape"])
+    model = autoprune.load(args.measure).eval()
+    table = load_device_table(args.table) if args.table else None
+    batch = table.batch_size if table else args.latency_batch
+    threads = table.threads if table else args.latency_threads
+    cost = CostSettings(shape, batch_size=batch, threads=threads, warmup=args.latency_warmup,
+                        repeats=args.latency_repeats)
+    measured = steady_latency(model, cost)
+    line = f"{args.measure}: {measured:.2f} ms measured here ({cost.describe()})"
+    if table is not None:
+        estimate = table.estimate(model)
+        line += f"; the table estimated {estimate:.2f} ms ({(estimate - measured) / measured:+.1%})"
+    console.print(line, highlight=False, soft_wrap=True)
+    return 0

@@ -63,7 +63,7 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, margin: float = PICK
         raise UserError(
             "no trial both met the budget and was scored; run more --trials, or loosen the budget"
         )
-    if problem.metric != "latency_ms":
+    if problem.metric != "latency_ms" or problem.cost.table is not None:  # exact, or a table's fixed estimate
         return ranked[0]
     safe = (1.0 - margin) * problem.limit
     measured: list[tuple[float, Trial]] = []
@@ -141,7 +141,10 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
     verified_cost = verified[problem.metric]
     status = "within" if verified_cost <= problem.limit else "OVER"
     log(f"exported {model_path}: reloaded from disk, {problem.metric} {verified_cost:.4g} is {status} the budget {problem.limit:.4g}")
-    if "latency_ratio" in verified:
+    if problem.cost.table is not None and problem.metric == "latency_ms":
+        log(f"  latency {problem.cost.describe().split(', ')[-1]}: check it on the device with "
+            f"`autoprune profile --measure model.pt --table {Path(problem.cost.table).name}`")
+    elif "latency_ratio" in verified:
         log(f"  latency measured alongside the dense model: {verified['latency_ratio']:.3f} of dense "
             f"({verified['latency_ms_now']:.4g} ms now; the budget is {problem.budget.fraction:g} of dense)")
 

@@ -6,6 +6,7 @@ policy's final fine-tune, export and report (``autoprune.finalize``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -205,6 +206,8 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
     space = SearchSpace.from_model(task.model, task.example_inputs(), rules)
     cost = CostSettings(task.input_shape, batch_size=settings.latency_batch, threads=settings.latency_threads,
                         warmup=settings.latency_warmup, repeats=settings.latency_repeats, device=settings.latency_device)
+    if settings.latency_table:
+        cost = table_cost(settings.latency_table, task.input_shape, cost, log)
     dense = measure_costs(task.model, cost, latency=False)
     dense["latency_ms"] = steady_latency(task.model, cost)  # a fraction budget's limit derives from it
     limit = budget.limit(dense[budget.metric])
@@ -253,6 +256,18 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
                    objectives)
 
 
+def table_cost(path: str, input_shape: tuple[int, ...], cost: CostSettings, log: Callable[[str], None]) -> CostSettings:
+    """The cost settings of a run whose latency comes from a deploy device's table: its batch and threads."""
+    from autoprune.costs.table import load_device_table
+
+    table = load_device_table(path)
+    table.check(input_shape)
+    log(f"latency: {table.describe()} at batch {table.batch_size}, {table.threads} thread(s); nothing is timed "
+        "here, so --latency-device, --latency-batch and --latency-threads do not apply")
+    return dataclasses.replace(cost, batch_size=table.batch_size, threads=table.threads,
+                               table=str(Path(path).expanduser().resolve()))
+
+
 def search_context(problem: Problem) -> SearchContext:
     """The searcher's view, with a cached cost oracle that builds and measures policies, and a
     cheap estimate (latency lookup table, or analytic MACs/params) built on its first use."""
@@ -273,7 +288,14 @@ def search_context(problem: Problem) -> SearchContext:
             from autoprune.costs.lut import AnalyticEstimate, build_lut, record_layers
             from autoprune.task import cache_dir
 
-            if problem.budget.target == "latency":
+            if problem.cost.table is not None:  # the deploy device's table: its sums, no profiling here
+                from autoprune.costs.layers import PolicyShapes
+                from autoprune.costs.table import load_device_table
+
+                table = load_device_table(problem.cost.table)
+                shapes = PolicyShapes(record_layers(task.model, space, task.example_inputs(), table.batch_size), space)
+                estimator.append(lambda policy: table.estimate_shapes(shapes.of(policy)))
+            elif problem.budget.target == "latency":
                 estimator.append(build_lut(
                     task.model, space, task.example_inputs(), problem.cost, cache_dir=cache_dir(problem.recipe),
                     seed=settings.seed, log=lambda message: print(message, file=sys.stderr),

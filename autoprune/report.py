@@ -290,7 +290,9 @@ def write_report(run_dir: Path, summary: dict[str, Any], trials: Sequence[Trial]
              f"| {pick} | {fin['val_accuracy']:.4f} | {fin['test_accuracy']:.4f} | {format_metric('macs', fin['macs'])} | "
              f"{format_metric('params', fin['params'])} | {format_metric('latency_ms', fin['latency_ms'])} |", ""]
     within = "within" if fin["within_budget"] else "OVER"
-    text = ("Latency of the exported model: `model.pt` reloaded from disk and re-measured; "
+    how = ("estimated from the deploy device's latency table (nothing was timed here; time it on the device with "
+           "`autoprune profile --measure model.pt`)" if "latency table" in summary["cost_settings"] else "re-measured")
+    text = (f"Latency of the exported model: `model.pt` reloaded from disk and {how}; "
             f"the dense model's was measured before the search. Its {NAMES.get(metric, metric)}, "
             f"{format_metric(metric, fin['verified_cost'])}, is {within} the budget.")
     if fin.get("latency_ratio") is not None:

@@ -44,6 +44,7 @@ class SearchSettings:
     latency_warmup: int = 10
     latency_repeats: int = 30
     latency_device: str = "cpu"
+    latency_table: str | None = None
     executor: str = "inline"
     workers: int | None = None
     threads: int | None = None
@@ -232,8 +233,18 @@ def _latency_device_problem(spec: str) -> str:
     return _device_problem(spec)
 
 
+def _latency_table_problem(path: str) -> str:
+    from autoprune.costs.table import load_device_table
+
+    try:
+        load_device_table(path)
+    except UserError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return ""
+
+
 NAME_CHECKS = {
-    "device": _device_problem, "latency_device": _latency_device_problem,
+    "device": _device_problem, "latency_device": _latency_device_problem, "latency_table": _latency_table_problem,
     "searcher": _searcher_problem, "target": _target_problem, "objectives": _objectives_problem, "fidelity": _fidelity_problem,
     "rungs": _rungs_problem, "model": _model_problem, "data": _data_problem, "space": _space_problem,
 }

@@ -228,7 +228,8 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         console.print(f"exported model: {times(speed['latency'], 'faster', 'slower')}, "
                       f"{times(speed['macs'], 'fewer MACs', 'more MACs')}, "
                       f"{times(speed['params'], 'fewer params', 'more params')} (latency: the export reloaded and "
-                      "re-measured)", soft_wrap=True)
+                      + ("estimated from the deploy device's table)" if "latency table" in summary["cost_settings"]
+                         else "re-measured)"), soft_wrap=True)
     console.print(f"latency at {summary['cost_settings']}; limit {format_metric(summary['metric'], summary['limit'])}; "
                   f"{summary['scored']} scored search trials, {summary['rejected']} rejected; {summary['elapsed_s']:.0f} s",
                   soft_wrap=True)

@@ -23,6 +23,8 @@ class CostSettings:
         repeats: timed forward passes; the median is reported.
         device: the deploy device latency is read on (``--latency-device``: cpu, or cuda[:N], timed
             with synchronisation); training may run elsewhere (``autoprune.device``).
+        table: a latency table profiled on a deploy device elsewhere (``--latency-table``): latency
+            is then its estimate of the built network, not a reading (``autoprune.costs.table``).
     """
 
     input_shape: tuple[int, ...]
@@ -31,10 +33,15 @@ class CostSettings:
     warmup: int = 10
     repeats: int = 30
     device: str = "cpu"
+    table: str | None = None
 
     def describe(self) -> str:
         c, *hw = self.input_shape
         res = "x".join(map(str, hw))
+        if self.table is not None:
+            from autoprune.costs.table import load_device_table
+
+            return f"batch {self.batch_size}, {c}x{res} input, {self.threads} thread(s), {load_device_table(self.table).describe()}"
         where = "" if self.device == "cpu" else f" on {self.device}"
         return f"batch {self.batch_size}, {c}x{res} input, {self.threads} thread(s), median of {self.repeats}{where}"
 

@@ -113,11 +113,9 @@ class Layer:
         return replace(s, cin=max(1, s.cin - in_gone), cout=max(1, s.cout - out_gone))
 
 
-def record_layers(model: nn.Module, space: SearchSpace, example_inputs: torch.Tensor, batch: int) -> list[Layer]:
-    """The dense model's conv/linear/BN calls with shapes, and which slot prunes which channels."""
-    from autoprune.graph import build_graph
-
-    model = copy.deepcopy(model).eval()
+def layer_calls(model: nn.Module, example_inputs: torch.Tensor, batch: int) -> list[tuple[str, LayerShape, tuple[int, int]]]:
+    """(name, shape at ``batch``, output size) of every conv, linear and BatchNorm2d call of one
+    forward pass: of a dense model here, of any built (slimmed) model for ``DeviceTable.estimate``."""
     names = {m: n for n, m in model.named_modules()}
     calls: list[tuple[str, LayerShape, tuple[int, int]]] = []
 
@@ -140,12 +138,24 @@ def record_layers(model: nn.Module, space: SearchSpace, example_inputs: torch.Te
             calls.append((names[module], shape, (x.shape[-2], x.shape[-1])))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
+    was_training = model.training
     try:
         with torch.no_grad():
-            model(example_inputs[:1])
+            model.eval()(example_inputs[:1])
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
+    return calls
+
+
+def record_layers(model: nn.Module, space: SearchSpace, example_inputs: torch.Tensor, batch: int) -> list[Layer]:
+    """The dense model's conv/linear/BN calls with shapes, and which slot prunes which channels."""
+    from autoprune.graph import build_graph
+
+    model = copy.deepcopy(model).eval()
+    names = {m: n for n, m in model.named_modules()}
+    calls = layer_calls(model, example_inputs, batch)
 
     graph = build_graph(model, example_inputs[:1])
     modules = dict(model.named_modules())
