@@ -296,3 +296,25 @@ def test_a_recipe_may_leave_the_budgets_target_to_the_command_line(tmp_path):
     args = parser().parse_args(["search", "--study", str(recipe), "--target", "macs", "--run-dir", str(tmp_path / "r")])
     settings = resolve_settings(args)
     assert (settings.budget, settings.target, settings.trials, settings.study_name) == ("150M", "macs", 5, "r")
+
+
+def test_a_floor_read_over_the_budget_is_read_again_before_the_run_is_refused(cache, tmp_path, monkeypatch):
+    """One biased paired reading of the most pruned policy (a busy spell) must not refuse the run."""
+    import autoprune.pipeline
+    from autoprune.settings import SearchSettings
+
+    calls = []
+
+    def first_biased(model, dense, settings, rounds=3):  # a biased first reading, then the true ratio
+        calls.append(rounds)
+        return (1.0, 0.99) if len(calls) == 1 else (1.0, 0.5)
+
+    monkeypatch.setattr(autoprune.pipeline, "paired_latency", first_biased)
+    logged: list[str] = []
+    settings = SearchSettings(target="latency", budget="0.9", model="resnet20:width=4", image_size=16, dense_epochs=2,
+                              latency_batch=2, latency_repeats=3, latency_warmup=1, seed=1, cache_dir=cache,
+                              run_dir=str(tmp_path / "r"))
+    problem = autoprune.pipeline.build_problem(settings, log=logged.append)
+    assert calls == [3, 9]
+    assert problem.floor == pytest.approx(0.5 * problem.dense["latency_ms"]) and problem.floor <= problem.limit
+    assert any("reading it again" in line for line in logged)
