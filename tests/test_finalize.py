@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from autoprune import finalize
+from autoprune.costs import CostSettings
 from autoprune.errors import UserError
 from autoprune.study import COMPLETE, Trial
 from autoprune.testing.toy import ToyProblem
@@ -41,8 +42,8 @@ def remeasure(monkeypatch):
     return table
 
 
-def _problem(metric: str = "latency_ms") -> SimpleNamespace:
-    return SimpleNamespace(metric=metric, limit=LIMIT, task=None, space=None,
+def _problem(metric: str = "latency_ms", table: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(metric=metric, limit=LIMIT, task=None, space=None, cost=CostSettings((1, 8, 8), table=table),
                            settings=SimpleNamespace(criterion="magnitude", seed=0))
 
 
@@ -76,3 +77,12 @@ def test_pick_takes_the_most_accurate_for_an_exact_metric_and_needs_a_candidate(
     assert finalize.pick(_problem("macs"), trials).number == 0
     with pytest.raises(UserError, match="no trial both met the budget"):
         finalize.pick(_problem(), [])
+
+
+def test_pick_against_a_device_table_takes_the_most_accurate_without_reading_again(remeasure):
+    """A table's estimates are deterministic: no margin, nothing re-read (the candidate at 9.9 ms
+    of a 10 ms limit would be passed over on a timed machine)."""
+    trials, table = _candidates([9.9, 9.0])
+    remeasure.update(table)
+    assert finalize.pick(_problem(table="phone.json"), trials, log=lambda _m: None).number == 0
+    assert remeasure["taken"] == []
