@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
@@ -132,11 +131,11 @@ def load_device_table(path: str | Path) -> DeviceTable:
 
 
 def machine() -> str:
-    """This machine in words: CPU model, cores, OS, torch."""
-    from autoprune.costs.lut import device_key
+    """This machine in words (``summary.machine``, the report's description) and its torch."""
+    from autoprune.summary import machine as described
 
-    cpu = device_key(1).split("-torch")[0].replace("_", " ")
-    return f"{cpu} ({os.cpu_count()} cores, {platform.system()} {platform.machine()}, torch {torch.__version__})"
+    m = described()
+    return f"{m['cpu']} ({m['cores']} cores, {m['platform']}, torch {torch.__version__})"
 
 
 def profile_device_table(
