@@ -60,8 +60,6 @@ class DeviceTable:
         self.batch_size, self.threads = int(blob["batch_size"]), int(blob["threads"])
         self.input_shape = tuple(int(v) for v in blob["input_shape"])
         self.a, self.b = float(blob["calibration"]["a"]), float(blob["calibration"]["b"])
-        self.model, self.space = str(blob.get("model", "")), str(blob.get("space", ""))
-        self.held_out_error = blob.get("held_out_median_error")
         self.entries: dict[str, float] = {}
         self._by_operator: dict[str, list[tuple[float, float]]] = {}
         for row in blob["layers"]:
