@@ -128,7 +128,8 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
     from autoprune.data import load_data
     from autoprune.device import resolve
     from autoprune.models import build_model, load_checkpoint
-    from autoprune.task import accuracy, train_dense
+    from autoprune.task import accuracy
+    from autoprune.training import train_dense
 
     resolve(spec.device)  # a bad --device fails before the data is read
     if spec.epochs < 1:
