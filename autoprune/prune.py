@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoprune.breakage import forward_failure
 from autoprune.errors import UserError
-from autoprune.graph import build_graph, forward_failure, grouped_drop, root_group, user_errors
+from autoprune.graph import build_graph, grouped_drop, root_group, user_errors
 from autoprune.space import Policy, SearchSpace, architecture_fingerprint
 
 CRITERIA = ("magnitude", "taylor", "bn")

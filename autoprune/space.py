@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoprune.breakage import breaking_slots, forward_failure
 from autoprune.errors import UserError
 from autoprune.graph import (
     all_groups,
-    breaking_slots,
     build_graph,
     channel_groups,
-    forward_failure,
     is_depthwise,
     unmapped_reshape,
     warn_once,

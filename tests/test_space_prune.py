@@ -231,7 +231,7 @@ def test_concat_of_unknown_widths_frozen_not_refused(monkeypatch):
 
 def test_breaking_slot_probe_leaves_the_model_as_it_was():
     """The probe prunes the model itself (no copy) and undoes it: same tensors, widths, mode."""
-    from autoprune.graph import breaking_slots
+    from autoprune.breakage import breaking_slots
     from autoprune.space import Slot
 
     model, x = _Hidden().train(), torch.randn(1, 3, 4, 4)
