@@ -338,7 +338,22 @@ def open_ledger(problem: Problem) -> Ledger:
 
 
 def save_settings(problem: Problem) -> None:
-    write_text_atomic(problem.run_dir / "settings.yaml", yaml.safe_dump(problem.settings.to_dict(), sort_keys=False))
+    """``settings.yaml``, what ``--resume`` continues from, with its files named absolutely."""
+    settings = portable_settings(problem.settings)
+    write_text_atomic(problem.run_dir / "settings.yaml", yaml.safe_dump(settings.to_dict(), sort_keys=False))
+
+
+def portable_settings(settings: SearchSettings) -> SearchSettings:
+    """``settings`` with every file it names absolute (checkpoint, data directory, latency table,
+    a space file, the cache), so a run resumed from another working directory reads the same ones."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    space = settings.space
+    if space and Path(space).suffix and Path(space).exists():  # a bare name is one of search_spaces/
+        space = absolute(space)
+    return settings.replace(checkpoint=absolute(settings.checkpoint), latency_table=absolute(settings.latency_table),
+                            data=absolute_data_spec(settings.data), space=space, cache_dir=absolute(settings.cache_dir))
 
 
 def make_run_searcher(problem: Problem):

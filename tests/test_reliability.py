@@ -363,6 +363,24 @@ def test_settings_refuse_bad_values_from_python_too():
     assert SearchSettings(lr=1).lr == 1.0 and isinstance(SearchSettings(lr=1).lr, float)
 
 
+def test_saved_settings_name_their_files_absolutely(tmp_path, monkeypatch):
+    # settings.yaml is what --resume reads: a resume from another working directory must find the
+    # checkpoint, data, space file and cache the run was started with (a latency table likewise)
+    from autoprune.pipeline import portable_settings
+    from autoprune.settings import SearchSettings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.yaml").write_text("ratios: [0.0, 0.5]\n")
+    (tmp_path / "w.pt").write_bytes(b"")  # settings check that the files exist, not what they hold
+    given = SearchSettings(checkpoint="w.pt", data="imagefolder:imgs", space="space.yaml", cache_dir="c")
+    saved = portable_settings(given)
+    assert saved.checkpoint == str(tmp_path / "w.pt")
+    assert saved.data == f"imagefolder:{tmp_path / 'imgs'}" and saved.space == str(tmp_path / "space.yaml")
+    assert saved.cache_dir == str(tmp_path / "c")
+    builtin = portable_settings(SearchSettings(space="cifar_resnet"))  # a name in search_spaces/ stays a name
+    assert builtin.space == "cifar_resnet" and builtin.data == "digits" and builtin.checkpoint is None
+
+
 # -- a search whose trials keep failing stops, with the error -----------------------------------------
 BROKEN_NET = """
 import torch
