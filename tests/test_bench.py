@@ -291,6 +291,16 @@ def test_knee_is_the_shortest_length_near_the_best():
     assert knee(points)["steps"] == 300 and knee(points, tolerance=3.0)["steps"] == 100 and knee([]) is None
 
 
+def test_a_fidelity_study_of_another_final_length_is_not_resumed():
+    # rows whose final score came after 1000 steps do not answer a study whose final is 3000 steps
+    from autoprune.bench.fidelity import study_done
+
+    study = {"fidelities": ["bn", "final"], "cheap": ["bn"], "final_steps": 1000, "policies": 30, "asked": 31}
+    assert study_done(study, 30, ("bn",), 1000)
+    assert not study_done(study, 30, ("bn",), 3000) and not study_done(study, 30, ("bn", "kd:10"), 1000)
+    assert not study_done({**study, "policies": 12}, 30, ("bn",), 1000)
+
+
 def test_resumed_short_sections_keep_their_rows_and_draw_the_same_policies(bench, tmp_path):
     """A bench cut off inside the fidelity study and the fine-tune curve continues both where they stopped."""
     import shutil

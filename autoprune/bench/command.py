@@ -38,7 +38,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                    "(the full grid) [default: headline]")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted bench run in RUN_DIR: every "
                    "(task, searcher, seed) already in its results.json is kept and skipped")
-    p.add_argument("--study", action="append", help="a bench recipe (repeatable) [default: studies/bench_*.yaml; --quick the first]")
+    p.add_argument("--study", action="append", help="a bench recipe (repeatable) [default: the ResNet-20 latency 0.5 and 0.3 and MobileNetV2 "
+                   "MACs 0.5 recipes in studies/; --quick the first]")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting for every task (repeatable; VALUE null clears it)")
     p.add_argument("--sections", help="comma-separated: trials,time,fidelity,finetune,throughput [default: all]")

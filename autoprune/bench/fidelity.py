@@ -56,7 +56,10 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
     fidelities = (*cheap, "final")
     searcher = make_searcher("random")
     searcher.setup(search_context(problem))
-    kept = earlier if earlier and tuple(earlier.get("fidelities", ())) == fidelities else None
+    kept = earlier if _same_study(earlier, fidelities, problem.settings.final_steps) else None
+    if earlier and not kept:
+        log("fidelity study: the earlier run's study had other fidelities or another final fine-tune length; "
+            "starting it again")
     draws: list[dict[str, Any]] = list(kept.get("draws", [])) if kept else []
     rows: list[dict[str, Any]] = list(kept.get("rows", [])) if kept else []
     seconds: dict[str, list[float]] = {f: [] for f in fidelities}
@@ -130,9 +133,15 @@ def _summary(name: str, fidelities: tuple[str, ...], draws, rows, seconds, probl
     }
 
 
-def study_done(study: dict[str, Any] | None, policies: int, cheap: tuple[str, ...]) -> bool:
+def _same_study(study: dict[str, Any] | None, fidelities: tuple[str, ...], final_steps: int) -> bool:
+    """Whether an earlier study's rows answer this one: the same fidelities, the same final length
+    (a final score after another number of steps ranks policies differently)."""
+    return bool(study) and tuple(study.get("fidelities", ())) == fidelities and study.get("final_steps") == final_steps
+
+
+def study_done(study: dict[str, Any] | None, policies: int, cheap: tuple[str, ...], final_steps: int) -> bool:
     """Whether an earlier study already has what this one asks (or ran out of draws trying)."""
-    if not study or tuple(study.get("cheap", ())) != tuple(cheap):
+    if not _same_study(study, (*cheap, "final"), final_steps):
         return False
     return study["policies"] >= policies or study["asked"] >= MAX_DRAWS_PER_POLICY * policies
 

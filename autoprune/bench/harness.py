@@ -282,7 +282,8 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
         (root / "results.json").write_text(json.dumps(to_json(result), indent=1, default=str))
         return result
 
-    if "fidelity" in cfg.sections and ok and not study_done(fidelity, cfg.fidelity_policies, cfg.fidelities):
+    if "fidelity" in cfg.sections and ok and not study_done(
+            fidelity, cfg.fidelity_policies, cfg.fidelities, ok[0].problem.settings.final_steps):
 
         def keep_study(study: dict[str, Any]) -> None:
             nonlocal fidelity
