@@ -119,10 +119,15 @@ def test_checkpoint_recipe_skips_training(tmp_path, monkeypatch) -> None:
         raise AssertionError("trained although a checkpoint was given")
 
     monkeypatch.setattr(task_mod, "train_dense", no_training)
+    evaluated = []
+    real_accuracy = task_mod.accuracy
+    monkeypatch.setattr(task_mod, "accuracy", lambda *a, **k: evaluated.append(1) or real_accuracy(*a, **k))
     task = load_task(
         TaskRecipe(**TINY, cache_dir=str(tmp_path / "d"), train_limit=200, checkpoint=str(ckpt))
     )
+    assert evaluated == []  # a worker that only scores trials never evaluates the dense model
     assert task.dense_test_accuracy == pytest.approx(trained.dense_test_accuracy)
+    assert task.dense_test_accuracy == task.dense_test_accuracy and evaluated == [1]  # once, then kept
     assert not (tmp_path / "d" / "dense").exists()
     with pytest.raises(UserError, match="does not exist"):
         load_task(TaskRecipe(**TINY, checkpoint=str(tmp_path / "missing.pt")))
