@@ -1,20 +1,24 @@
 """The search loop: ask -> submit -> wait -> record -> tell, and nothing else.
 
-Searchers propose, executors run, the ledger records. The loop asks for ``batch`` policies at a
-time and tells results in the order they were asked, so a seeded search proposes the same
-policies whichever executor runs it (parallel completion order never leaks into the searcher).
+Searchers propose, executors run, the ledger records. The loop keeps ``batch`` trials out (one per
+worker): it tells results in the order they were asked, and after each tell asks for as many
+policies as there are free workers, so a seeded search proposes the same policies whichever
+executor runs it (parallel completion order never leaks into the searcher), and a worker whose
+trial ended waits only for the trials asked before it, not for a whole batch.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from autoprune.errors import UserError
 from autoprune.executors import Executor
 from autoprune.searchers import Searcher
+from autoprune.space import Policy
 from autoprune.study import COMPLETE, FAILED, REJECTED, Ledger, Trial
 from autoprune.task import TaskRecipe
 from autoprune.trial import TrialOutcome, TrialRequest, run_trial
@@ -27,7 +31,7 @@ class LoopConfig:
     Attributes:
         trials: scored (trained) trials to run; rejected policies and probes
             (``Searcher.is_probe``, e.g. a knapsack scan) do not count, whatever their fidelity.
-        batch: policies asked, and run, at a time (the number of workers).
+        batch: trials out at a time (the number of workers); the loop asks again after each tell.
         max_proposals: hard cap on proposals, rejected ones included.
         time_limit_s: stop asking after this many seconds.
         min_time_s: after ``trials`` are scored, keep asking until this many seconds have passed
@@ -78,6 +82,52 @@ def replay(searcher: Searcher, ledger: Ledger) -> int:
     return told
 
 
+@dataclass(frozen=True)
+class _Running:
+    """A submitted trial the loop has yet to tell."""
+
+    number: int
+    policy: Policy
+    seed: int
+    fidelity: str
+    probe: bool
+    future: concurrent.futures.Future
+
+
+def _submit(recipe: TaskRecipe, template: TrialRequest, searcher: Searcher, ledger: Ledger, executor: Executor,
+            config: LoopConfig, policy: Policy) -> _Running:
+    probe = searcher.is_probe(policy)
+    fidelity = (searcher.probe_fidelity or template.fidelity) if probe else template.fidelity
+    number = ledger.start(policy, searcher=searcher.name, fidelity=fidelity, probe=probe)
+    seed = trial_seed(config.seed, number)
+    ledger.annotate(number, seed=seed, **searcher.trial_attrs(policy))
+    request = replace(template, number=number, policy=policy, seed=seed, fidelity=fidelity,
+                      limit=None if probe else template.limit)
+    return _Running(number, policy, seed, fidelity, probe, executor.submit(run_trial, recipe, request))
+
+
+def _finish(running: _Running, searcher: Searcher, ledger: Ledger) -> tuple[Trial, TrialOutcome | None, str]:
+    """Wait for a trial and record it: (the trial, its outcome or None, its error or '')."""
+    number, policy, future = running.number, running.policy, running.future
+    concurrent.futures.wait([future])
+    if getattr(future, "worker_retries", 0):  # its worker died, and the trial ran again
+        ledger.annotate(number, worker_retries=future.worker_retries)
+    try:
+        outcome = future.result()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken trial must not end the search
+        error = f"{type(exc).__name__}: {exc}"
+        ledger.fail(number, error)
+        return Trial(number, policy, FAILED, {}, running.seed, searcher.name, running.fidelity,
+                     probe=running.probe), None, error
+    ledger.finish(number, outcome.metrics, constraint=outcome.constraint, rejected=outcome.rejected)
+    state = REJECTED if outcome.rejected else COMPLETE
+    trial = Trial(number, policy, state, dict(outcome.metrics), running.seed, searcher.name, running.fidelity,
+                  outcome.constraint, probe=running.probe)
+    return trial, outcome, ""
+
+
 def run_loop(
     recipe: TaskRecipe,
     template: TrialRequest,
@@ -99,70 +149,55 @@ def run_loop(
     failing: list[str] = []  # the errors of the trials that failed since the last one that did not
     finished: list[Trial] = []
     outcomes: list[TrialOutcome] = []
-    stopped = "trials"
+    out: deque[_Running] = deque()  # submitted and not yet told, in the order asked
 
-    def more() -> bool:
-        if scored < config.trials:
-            return True
-        return config.min_time_s is not None and time.perf_counter() - started < config.min_time_s
+    def wanted() -> int:
+        """Policies to ask now: the free workers, less what the trials out may still score."""
+        free = min(config.batch - len(out), max_proposals - proposed)
+        if scored >= config.trials:  # an anytime run (min_time_s) keeps every worker busy
+            return free
+        return min(free, config.trials - scored - sum(not r.probe for r in out))
+
+    def why_stop() -> str:
+        """Why no more policies are asked now ('' if they are)."""
+        if scored >= config.trials and (config.min_time_s is None or time.perf_counter() - started >= config.min_time_s):
+            return "trials"
+        if proposed >= max_proposals:
+            return "max_proposals"
+        if config.time_limit_s is not None and time.perf_counter() - started > config.time_limit_s:
+            return "time"
+        return ""
 
     try:
-        while more():
-            if proposed >= max_proposals:
-                stopped = "max_proposals"
+        while True:
+            stopped = why_stop()
+            if not stopped and (n := wanted()) > 0:
+                policies = searcher.ask(n)
+                if not policies and not out:
+                    stopped = "exhausted"
+                for policy in policies:  # [] while trials are out: the searcher waits for them
+                    out.append(_submit(recipe, template, searcher, ledger, executor, config, policy))
+                    proposed += 1
+            if not out:
+                stopped = stopped or "trials"
                 break
-            if config.time_limit_s is not None and time.perf_counter() - started > config.time_limit_s:
-                stopped = "time"
-                break
-            wanted = config.trials - scored if scored < config.trials else config.batch
-            n = min(config.batch, wanted, max_proposals - proposed)
-            policies = searcher.ask(n)
-            if not policies:
-                stopped = "exhausted"
-                break
-            pending = []
-            for policy in policies:
-                probe = searcher.is_probe(policy)
-                fidelity = (searcher.probe_fidelity or template.fidelity) if probe else template.fidelity
-                number = ledger.start(policy, searcher=searcher.name, fidelity=fidelity, probe=probe)
-                seed = trial_seed(config.seed, number)
-                ledger.annotate(number, seed=seed, **searcher.trial_attrs(policy))
-                request = replace(template, number=number, policy=policy, seed=seed, fidelity=fidelity,
-                                  limit=None if probe else template.limit)
-                pending.append((number, policy, seed, fidelity, probe, executor.submit(run_trial, recipe, request)))
-                proposed += 1
-            for number, policy, seed, fidelity, probe, future in pending:
-                concurrent.futures.wait([future])
-                if getattr(future, "worker_retries", 0):  # its worker died, and the trial ran again
-                    ledger.annotate(number, worker_retries=future.worker_retries)
-                try:
-                    outcome = future.result()
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a broken trial must not end the search
-                    error = f"{type(exc).__name__}: {exc}"
-                    ledger.fail(number, error)
-                    trial = Trial(number, policy, FAILED, {}, seed, searcher.name, fidelity, probe=probe)
-                    outcome = None
-                    failing = failing + [error] if failing and failing[-1] == error else [error]
-                else:
-                    failing = []
-                    ledger.finish(number, outcome.metrics, constraint=outcome.constraint, rejected=outcome.rejected)
-                    state = REJECTED if outcome.rejected else COMPLETE
-                    metrics = dict(outcome.metrics)
-                    trial = Trial(number, policy, state, metrics, seed, searcher.name, fidelity, outcome.constraint, probe=probe)
-                    outcomes.append(outcome)
-                    # Probes (a knapsack scan) never use up the trial budget, even when they are
-                    # scored at the run's own fidelity (a `--fidelity bn` search).
-                    scored += int(not outcome.rejected and not probe)
-                finished.append(trial)
-                searcher.tell(trial)
-                if on_trial is not None:
-                    on_trial(trial, outcome)
-                if len(failing) >= config.max_failures:
-                    first = failing[-1].strip().splitlines()[0] if failing[-1].strip() else failing[-1]
-                    raise SearchFailing(f"the search stopped: {len(failing)} trials in a row failed with {first} "
-                                        "(finished trials are kept in the study; the failed ones hold the error)")
+            # Told in the order asked, whichever finishes first: a seeded search proposes the
+            # same policies on any executor, and asks again as soon as its oldest trial is told.
+            trial, outcome, error = _finish(out.popleft(), searcher, ledger)
+            if outcome is not None:
+                outcomes.append(outcome)
+                # Probes (a knapsack scan) never use up the trial budget, even when they are
+                # scored at the run's own fidelity (a `--fidelity bn` search).
+                scored += int(not outcome.rejected and not trial.probe)
+            failing = [] if not error else failing + [error] if failing and failing[-1] == error else [error]
+            finished.append(trial)
+            searcher.tell(trial)
+            if on_trial is not None:
+                on_trial(trial, outcome)
+            if len(failing) >= config.max_failures:
+                first = failing[-1].strip().splitlines()[0] if failing[-1].strip() else failing[-1]
+                raise SearchFailing(f"the search stopped: {len(failing)} trials in a row failed with {first} "
+                                    "(finished trials are kept in the study; the failed ones hold the error)")
     except BaseException as exc:  # Ctrl-C, SIGTERM, a failing search: no trial is left RUNNING
         ledger.fail_running("interrupted" if isinstance(exc, KeyboardInterrupt) else f"search stopped: {exc}")
         raise

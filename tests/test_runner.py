@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import optuna
 
@@ -85,3 +85,92 @@ def test_views_are_prefixes_of_one_search():
     assert run.time_to_scored(2, "kd:5") == 4.0  # the bn probe does not count
     assert run.time_to_scored(9, "kd:5") == 5.5  # never reached: the end of the loop
     assert [t.number for t in run.prefix(3.5)] == [0, 1, 2]
+
+
+class ThreadedExecutor:
+    """Scores toy policies on ``workers`` threads, trial ``n`` taking ``delay(n)`` seconds; keeps
+    each trial's start and end time, to read when the loop asked."""
+
+    def __init__(self, problem: ToyProblem, workers: int, delay) -> None:
+        self.problem, self.delay, self.capacity = problem, delay, workers
+        self.pool = ThreadPoolExecutor(workers)
+        self.times: dict[int, tuple[float, float]] = {}
+
+    def submit(self, fn, recipe, request: TrialRequest) -> Future:
+        def score() -> TrialOutcome:
+            started = time.perf_counter()
+            time.sleep(self.delay(request.number))
+            p, policy = self.problem, request.policy
+            constraint = p.cost(policy) / p.budget - 1.0
+            rejected = request.limit is not None and constraint > 0
+            metrics = {"val_accuracy": p.accuracy(policy), "macs": p.cost(policy)}
+            self.times[request.number] = (started, time.perf_counter())
+            return TrialOutcome(request.number, metrics, rejected, constraint, {})
+
+        return self.pool.submit(score)
+
+
+def _run_on(executor, config: LoopConfig, searcher: str = "random"):
+    problem = ToyProblem.make()
+    space = problem.space()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ledger = Ledger(optuna.create_study(direction="maximize"), space)
+    chosen = make_searcher(searcher)
+    chosen.setup(problem.context(0))
+    template = TrialRequest(number=-1, policy=space.dense(), seed=0, fidelity="kd:1", target="macs",
+                            limit=problem.budget, rules=SpaceRules(), cost=CostSettings((1, 8, 8)), scoring=ScoringConfig())
+    return run_loop(None, template, chosen, ledger, executor, config), chosen
+
+
+def test_a_free_worker_gets_a_policy_while_its_partner_still_runs():
+    """Two workers, trial 1 slow: trial 2 is asked as soon as trial 0 is told, not after a batch."""
+    problem = ToyProblem.make()
+    executor = ThreadedExecutor(problem, 2, lambda n: 0.6 if n == 1 else 0.02)
+    result, _ = _run_on(executor, LoopConfig(trials=5, batch=2, max_proposals=5))
+    times = executor.times
+    assert len(result.trials) == 5
+    assert times[2][0] < times[1][1]  # trial 2 started while trial 1 was still running
+    for n, (start, _) in times.items():  # never more trials out than workers
+        assert sum(s <= start < e for m, (s, e) in times.items() if m != n) <= 1
+
+
+def test_proposals_do_not_depend_on_which_trial_finishes_first():
+    """Told in the order asked: the same seeded search on one schedule and on its reverse."""
+    problem = ToyProblem.make()
+    runs = []
+    for delay in (lambda n: 0.01 * (n % 3), lambda n: 0.01 * (2 - n % 3)):
+        result, _ = _run_on(ThreadedExecutor(problem, 3, delay), LoopConfig(trials=8, batch=3), "tpe")
+        runs.append([t.policy for t in result.trials])
+    assert runs[0] == runs[1] and len(runs[0]) >= 8
+
+
+def test_a_searcher_that_waits_for_its_generation_is_not_exhausted():
+    """emo hands out a generation and returns [] until it is told: the loop waits, then asks on."""
+    problem = ToyProblem.make()
+    result, emo = _run_on(ThreadedExecutor(problem, 3, lambda n: 0.0), LoopConfig(trials=24, batch=3), "emo")
+    assert result.stopped == "trials" and _scored(result) >= 24
+    assert emo.generations >= 2
+
+
+def test_the_knapsack_plans_only_after_its_whole_scan_is_told():
+    problem = ToyProblem.make()
+    probe = make_searcher("knapsack")
+    probe.setup(problem.context(0))
+    last = len(probe._scan) - 1  # the last scan trial is slow: asking a plan before it is back is wrong
+    executor = ThreadedExecutor(problem, 2, lambda n: 0.3 if n == last else 0.0)
+    result, knapsack = _run_on(executor, LoopConfig(trials=3, batch=2), "knapsack")
+    assert result.stopped == "trials" and not knapsack.fallback
+    scan = [t.number for t in result.trials if knapsack.is_probe(t.policy)]
+    planned = [t.number for t in result.trials if not knapsack.is_probe(t.policy)]
+    assert len(scan) == len(knapsack._scan)
+    # its values come from every scan trial: it asked for a plan only once all were back
+    assert min(executor.times[n][0] for n in planned) >= max(executor.times[n][1] for n in scan)
+
+
+def test_a_portfolio_member_between_generations_is_not_dropped():
+    """A member with nothing to propose until its trials are told waits; it is not exhausted."""
+    problem = ToyProblem.make()
+    result, portfolio = _run_on(ThreadedExecutor(problem, 3, lambda n: 0.0), LoopConfig(trials=30, batch=3),
+                                "portfolio:emo,random")
+    assert result.stopped == "trials"
+    assert not any(share.exhausted for share in portfolio.shares())

@@ -3,8 +3,11 @@
 Lifecycle, all calls from the runner in the main process:
 1. ``setup(ctx)`` once, with the space, the budget and cost oracles (``SearchContext``).
 2. ``tell(trial)`` for every trial already in the ledger (resume, warm start from any searcher).
-3. Repeatedly ``ask(n)`` for up to ``n`` policies, then ``tell`` each finished trial, in the
-   order they were asked. ``ask`` returns ``[]`` when the searcher has nothing more to propose.
+3. ``ask(n)`` for up to ``n`` policies (``n`` free workers) and ``tell`` each finished trial, in
+   the order asked; with several workers the runner asks again while earlier trials are still out
+   (after each tell, for the workers that are free). ``ask`` returns ``[]`` when it has nothing to
+   propose: while trials are out that means "wait for their results" (a generation or a scan that
+   must be complete first); with none out, that the searcher is exhausted.
 
 Searchers that own their control loop (stable-baselines3's ``learn()``) adapt to this by
 proposing from an inner loop; see ``docs/searchers.md``.
@@ -181,7 +184,8 @@ class Searcher(abc.ABC):
         self._setup()
 
     def ask(self, n: int = 1) -> list[Policy]:
-        """Up to ``n`` new policies; ``[]`` when there is nothing more to propose."""
+        """Up to ``n`` new policies; ``[]`` when there is nothing to propose before the trials out
+        are told (or, with none out, nothing more at all)."""
         policies = self._ask(n)
         for p in policies:
             self._seen.add(policy_key(p))

@@ -175,6 +175,7 @@ class KnapsackSearcher(Searcher):
                     policy = space.policy({var.name: r})
                     self._scan[policy_key(policy)] = (j, r, policy)
         self._scanned: dict[tuple, float] = {}
+        self._scan_out: set[tuple] = set()  # scan policies asked and not yet told
         self._scan_rejected = False
         self._drops: list[np.ndarray] | None = None
         self._costs: dict[tuple, float] = {}
@@ -199,6 +200,7 @@ class KnapsackSearcher(Searcher):
         key = policy_key(trial.policy)
         if key not in self._scan:
             return
+        self._scan_out.discard(key)
         if trial.state == COMPLETE and trial.accuracy is not None:
             self._scanned[key] = trial.accuracy
         elif trial.state == REJECTED:
@@ -210,7 +212,10 @@ class KnapsackSearcher(Searcher):
         if not self._scan_rejected:
             out = [p for key, (_, _, p) in self._scan.items() if key not in self._scanned and self.is_new(p)][:n]
             if out:
+                self._scan_out.update(policy_key(p) for p in out)
                 return out
+        if self._scan_out and self._drops is None:
+            return []  # the values come from the whole scan: wait for the trials still out
         while len(out) < n and self._front:
             policy = self.plan(self.context.limit * self._front.pop(0) / self.correction())
             if self.is_new(policy) and policy not in out:

@@ -219,9 +219,9 @@ class PortfolioSearcher(Searcher):
         bonus = scale * math.sqrt(math.log(told + 1) / (self._members[name].told + 1))
         return self.rate(name) + self.config.exploration * bonus
 
-    def next_member(self) -> str | None:
-        """The member that gets the next ask (None when every member is exhausted)."""
-        active = [m for m in self._members.values() if not m.exhausted]
+    def next_member(self, waiting: frozenset[str] = frozenset()) -> str | None:
+        """The member that gets the next ask (None when every member is exhausted or ``waiting``)."""
+        active = [m for m in self._members.values() if not m.exhausted and m.name not in waiting]
         if not active:
             return None
         for rule in (lambda m: m.in_setup, lambda m: self._proposed(m) == 0):
@@ -243,10 +243,11 @@ class PortfolioSearcher(Searcher):
     # -- ask ---------------------------------------------------------------------------------------
     def _ask(self, n: int) -> list[Policy]:
         out: list[Policy] = []
+        waiting: set[str] = set()  # members that propose nothing until trials they asked are told
         for _ in range(MAX_ASKS_PER_POLICY * n):
             if len(out) >= n:
                 break
-            name = self.next_member()
+            name = self.next_member(frozenset(waiting))
             if name is None:
                 break
             member = self._members[name]
@@ -254,6 +255,9 @@ class PortfolioSearcher(Searcher):
             tick = time.perf_counter()
             got = member.searcher.ask(n - len(out) if member.in_setup else 1)
             ask_s = round((time.perf_counter() - tick) / max(len(got), 1), 4)
+            if not got and any(p.member == name for p in self._asked.values()):
+                waiting.add(name)  # a generation or a scan still out: not exhausted
+                continue
             if not got:
                 member.exhausted = True
                 member.in_setup = False
