@@ -189,7 +189,10 @@ def run_loop(
                 # Probes (a knapsack scan) never use up the trial budget, even when they are
                 # scored at the run's own fidelity (a `--fidelity bn` search).
                 scored += int(not outcome.rejected and not trial.probe)
-            failing = [] if not error else failing + [error] if failing and failing[-1] == error else [error]
+            if not error:
+                failing = []
+            else:  # only the same error over and over stops the search
+                failing = failing + [error] if failing and failing[-1] == error else [error]
             finished.append(trial)
             searcher.tell(trial)
             if on_trial is not None:
