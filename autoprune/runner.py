@@ -1,10 +1,12 @@
 """The search loop: ask -> submit -> wait -> record -> tell, and nothing else.
 
-Searchers propose, executors run, the ledger records. The loop keeps ``batch`` trials out (one per
-worker): it tells results in the order they were asked, and after each tell asks for as many
-policies as there are free workers, so a seeded search proposes the same policies whichever
-executor runs it (parallel completion order never leaks into the searcher), and a worker whose
-trial ended waits only for the trials asked before it, not for a whole batch.
+Searchers propose, executors run, the ledger records. The loop keeps ``batch`` trials running (one per
+worker) and tells results in the order they were asked. What the searcher knows when it is asked
+is fixed by the order alone, never by which trial finished first, so a seeded search proposes the
+same policies whichever executor runs it: with one worker, trial ``k`` is asked after trials
+``0..k-1`` are told; with ``batch`` workers, after trials ``0..k-batch-2`` are told (``lag``).
+That slack of two trials beyond the workers lets a worker freed by short trials (rejections)
+take new policies at once while an older trial is still running, instead of idling until it ends.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class LoopConfig:
     Attributes:
         trials: scored (trained) trials to run; rejected policies and probes
             (``Searcher.is_probe``, e.g. a knapsack scan) do not count, whatever their fidelity.
-        batch: trials out at a time (the number of workers); the loop asks again after each tell.
+        batch: trials running at a time (the number of workers); a worker is given a new policy as
+            soon as its trial ends (see ``lag``).
         max_proposals: hard cap on proposals, rejected ones included.
         time_limit_s: stop asking after this many seconds.
         min_time_s: after ``trials`` are scored, keep asking until this many seconds have passed
@@ -66,6 +69,14 @@ class SearchFailing(UserError):
 def scored_search_trials(trials: list[Trial], fidelity: str) -> int:
     """Trials that count against ``--trials``: scored at the run's fidelity, probes excepted."""
     return sum(t.scored and t.fidelity == fidelity and not t.probe for t in trials)
+
+
+def lag(batch: int) -> int:
+    """How many trials asked before trial ``k`` may still be untold when it is asked: trial ``k``
+    is asked knowing exactly trials ``0..k-lag``. One worker: every earlier trial. Several: two
+    more than the workers, so a worker freed by short trials (up to two rejections in a row, common
+    while a search's cost estimate settles) never waits for an older trial that is still running."""
+    return 1 if batch <= 1 else batch + 2
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -150,10 +161,11 @@ def run_loop(
     finished: list[Trial] = []
     outcomes: list[TrialOutcome] = []
     out: deque[_Running] = deque()  # submitted and not yet told, in the order asked
+    slack = lag(config.batch)
 
     def wanted() -> int:
-        """Policies to ask now: the free workers, less what the trials out may still score."""
-        free = min(config.batch - len(out), max_proposals - proposed)
+        """Policies to ask now, less what the trials out may still score (0: ask nothing now)."""
+        free = min(1 if out else config.batch, max_proposals - proposed)  # one at a time once running
         if scored >= config.trials:  # an anytime run (min_time_s) keeps every worker busy
             return free
         return min(free, config.trials - scored - sum(not r.probe for r in out))
@@ -168,39 +180,56 @@ def run_loop(
             return "time"
         return ""
 
+    def tell_oldest() -> None:
+        nonlocal scored, failing
+        trial, outcome, error = _finish(out.popleft(), searcher, ledger)
+        if outcome is not None:
+            outcomes.append(outcome)
+            # Probes (a knapsack scan) never use up the trial budget, even when they are
+            # scored at the run's own fidelity (a `--fidelity bn` search).
+            scored += int(not outcome.rejected and not trial.probe)
+        if not error:
+            failing = []
+        else:  # only the same error over and over stops the search
+            failing = failing + [error] if failing and failing[-1] == error else [error]
+        finished.append(trial)
+        searcher.tell(trial)
+        if on_trial is not None:
+            on_trial(trial, outcome)
+        if len(failing) >= config.max_failures:
+            first = failing[-1].strip().splitlines()[0] if failing[-1].strip() else failing[-1]
+            raise SearchFailing(f"the search stopped: {len(failing)} trials in a row failed with {first} "
+                                "(finished trials are kept in the study; the failed ones hold the error)")
+
     try:
+        # Every tell below is decided by the order of trials and their results alone (so what the
+        # searcher knows at each ask is the same on any executor); only waiting for a free worker
+        # depends on the clock, and it tells nothing.
         while True:
             stopped = why_stop()
-            if not stopped and (n := wanted()) > 0:
-                policies = searcher.ask(n)
-                if not policies and not out:
+            n = 0 if stopped else wanted()
+            if n <= 0:  # nothing more to ask now: the trials out are told as they come back, in order
+                if not out:
+                    stopped = stopped or "trials"
+                    break
+                tell_oldest()
+                continue
+            if len(out) >= slack:  # the oldest must be known before the next ask
+                tell_oldest()
+                continue
+            running = [r.future for r in out if not r.future.done()]
+            if len(running) >= config.batch:  # every worker busy: wait for one, tell nothing
+                concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                continue
+            policies = searcher.ask(n)
+            for policy in policies:
+                out.append(_submit(recipe, template, searcher, ledger, executor, config, policy))
+                proposed += 1
+            if not policies:  # [] while trials are out: the searcher waits for them; none: exhausted
+                if not out:
                     stopped = "exhausted"
-                for policy in policies:  # [] while trials are out: the searcher waits for them
-                    out.append(_submit(recipe, template, searcher, ledger, executor, config, policy))
-                    proposed += 1
-            if not out:
-                stopped = stopped or "trials"
-                break
-            # Told in the order asked, whichever finishes first: a seeded search proposes the
-            # same policies on any executor, and asks again as soon as its oldest trial is told.
-            trial, outcome, error = _finish(out.popleft(), searcher, ledger)
-            if outcome is not None:
-                outcomes.append(outcome)
-                # Probes (a knapsack scan) never use up the trial budget, even when they are
-                # scored at the run's own fidelity (a `--fidelity bn` search).
-                scored += int(not outcome.rejected and not trial.probe)
-            if not error:
-                failing = []
-            else:  # only the same error over and over stops the search
-                failing = failing + [error] if failing and failing[-1] == error else [error]
-            finished.append(trial)
-            searcher.tell(trial)
-            if on_trial is not None:
-                on_trial(trial, outcome)
-            if len(failing) >= config.max_failures:
-                first = failing[-1].strip().splitlines()[0] if failing[-1].strip() else failing[-1]
-                raise SearchFailing(f"the search stopped: {len(failing)} trials in a row failed with {first} "
-                                    "(finished trials are kept in the study; the failed ones hold the error)")
+                    break
+                tell_oldest()
     except BaseException as exc:  # Ctrl-C, SIGTERM, a failing search: no trial is left RUNNING
         ledger.fail_running("interrupted" if isinstance(exc, KeyboardInterrupt) else f"search stopped: {exc}")
         raise

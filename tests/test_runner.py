@@ -134,6 +134,19 @@ def test_a_free_worker_gets_a_policy_while_its_partner_still_runs():
         assert sum(s <= start < e for m, (s, e) in times.items() if m != n) <= 1
 
 
+def test_a_worker_freed_by_a_short_trial_does_not_wait_for_an_older_one():
+    """Trial 0 runs long and trials 1 and 2 end at once (rejections, say): their worker takes
+    trials 2 and 3 while trial 0 still runs, instead of idling until trial 0 is told."""
+    problem = ToyProblem.make()
+    executor = ThreadedExecutor(problem, 2, lambda n: 0.6 if n == 0 else 0.02)
+    result, _ = _run_on(executor, LoopConfig(trials=6, batch=2, max_proposals=6))
+    times = executor.times
+    assert len(result.trials) == 6 and [t.number for t in result.trials] == [0, 1, 2, 3, 4, 5]
+    assert times[3][0] < times[0][1]  # trials 2 and 3 started while trial 0 was still running
+    for n, (start, _) in times.items():  # never more trials running than workers
+        assert sum(s <= start < e for m, (s, e) in times.items() if m != n) <= 1
+
+
 def test_proposals_do_not_depend_on_which_trial_finishes_first():
     """Told in the order asked: the same seeded search on one schedule and on its reverse."""
     problem = ToyProblem.make()

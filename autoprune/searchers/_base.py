@@ -5,7 +5,7 @@ Lifecycle, all calls from the runner in the main process:
 2. ``tell(trial)`` for every trial already in the ledger (resume, warm start from any searcher).
 3. ``ask(n)`` for up to ``n`` policies (``n`` free workers) and ``tell`` each finished trial, in
    the order asked; with several workers the runner asks again while earlier trials are still out
-   (after each tell, for the workers that are free). ``ask`` returns ``[]`` when it has nothing to
+   (as soon as a worker is free; ``runner.lag`` says which trials are told by then). ``ask`` returns ``[]`` when it has nothing to
    propose: while trials are out that means "wait for their results" (a generation or a scan that
    must be complete first); with none out, that the searcher is exhausted.
 
