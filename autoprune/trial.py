@@ -8,6 +8,7 @@ policy -> prune -> measure -> score -> metrics.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import torch
 
 from autoprune import meter
 from autoprune.costs import CostSettings, measure_costs
-from autoprune.costs.latency import LatencyCost, anchored_reading, thread_count
+from autoprune.costs.latency import LatencyCost, thread_count
 from autoprune.device import on_device, placed, resolve, synchronize
 from autoprune.errors import UserError
 from autoprune.evaluators import DistillConfig, distill, parse_fidelity, recalibrate_bn
@@ -115,33 +116,52 @@ def slim(task: Task, space: SearchSpace, policy: Policy, criterion: str, seed: i
 # reading lets through mostly lucky ones (on ResNet-20 at 0.3 of dense, picks that read 0.27-0.29
 # re-measured 0.35-0.39 at export), and rejects some that read unluckily high.
 RECHECK_BAND = (0.8, 1.15)
+RECHECK_ROUNDS = 3
 
 
 def read_latency(model: torch.nn.Module, dense: torch.nn.Module, settings: CostSettings, *,
                  dense_anchor_ms: float | None, limit: float | None,
                  band: tuple[float, float] = RECHECK_BAND) -> dict[str, float]:
-    """``latency_ms`` of a candidate in the units of ``limit``, decided on an unbiased reading.
+    """``latency_ms`` of a candidate in the units of ``limit``, decided on a steady reading.
 
-    With ``dense_anchor_ms`` (a budget relative to the dense model) the reading is the ratio to the
-    dense model measured alongside, times the anchor, so drift cancels (``latency_ratio``, raw
-    ``latency_ms_now``). Where the first, single reading lands within ``band`` (fractions) of ``limit``,
-    a second one of three rounds replaces it (the first is kept as ``latency_first_ms``): the
-    search selected on the first reading, so only the second is free of that selection. The first
-    reading stops early once its median is settled (``costs.latency.settled``); the second takes
-    every repeat, as do the pick's re-check and the export's verification.
+    With ``dense_anchor_ms`` (a budget relative to the dense model) each round reads the candidate
+    and then the dense model, and the reading is their ratio times the anchor, so drift cancels
+    (``latency_ratio``, raw ``latency_ms_now``). Where the first round lands within ``band``
+    (fractions) of ``limit``, ``RECHECK_ROUNDS - 1`` more rounds are read and the median of all of
+    them decides (the first is kept as ``latency_first_ms``): the search keeps what reads low, so a
+    single round would let lucky readings through. These are screening readings: each stops once
+    its median is settled (``costs.latency.settled``) and a model read before warms up briefly;
+    the pick's re-check and the export's verification take every repeat.
     """
     cost = LatencyCost(settings, early_stop=True)
-    reading = cost.measure(model)
-    passes = cost.passes
-    result: dict[str, float] = {"latency_ms": reading}
-    if dense_anchor_ms is not None:
+
+    def read_round() -> tuple[float, float | None]:
+        reading = cost.measure(model)
+        if dense_anchor_ms is None:
+            return reading, None
+        passes = cost.passes
         ratio = reading / cost.measure(dense)
-        passes += cost.passes
-        result = {"latency_ms": ratio * dense_anchor_ms, "latency_ms_now": reading, "latency_ratio": ratio}
+        cost.passes += passes
+        return reading, ratio
+
+    rounds = [read_round()]
+    passes = cost.passes
+
+    def value(round_: tuple[float, float | None]) -> float:
+        reading, ratio = round_
+        return reading if ratio is None else ratio * dense_anchor_ms
+
+    first = value(rounds[0])
     low, high = band
-    if limit is not None and low * limit <= result["latency_ms"] <= high * limit:
-        result = {**anchored_reading(model, dense, settings, dense_anchor_ms), "latency_first_ms": result["latency_ms"]}
-    return {**result, "latency_first_passes": float(passes)}  # timed passes of the first reading
+    if limit is not None and low * limit <= first <= high * limit:
+        rounds += [read_round() for _ in range(RECHECK_ROUNDS - 1)]
+    result: dict[str, float] = {"latency_ms": float(statistics.median(value(r) for r in rounds))}
+    if dense_anchor_ms is not None:
+        ratio = float(statistics.median(r[1] for r in rounds))
+        result.update(latency_ms_now=float(statistics.median(r[0] for r in rounds)), latency_ratio=ratio)
+    if len(rounds) > 1:
+        result["latency_first_ms"] = first
+    return {**result, "latency_first_passes": float(passes)}  # timed passes of the first round
 
 
 def fine_tune(model: torch.nn.Module, task: Task, scoring: ScoringConfig, steps: int, seed: int) -> dict[str, float]:

@@ -79,6 +79,38 @@ def test_a_screening_reading_stops_once_its_median_is_settled():
     assert full.passes == 40 and MIN_REPEATS <= early.passes <= 40
 
 
+def test_a_recheck_near_the_limit_reads_two_more_screening_rounds(monkeypatch):
+    """Near the limit the first round counts as one of three; every screening reading stops once
+    settled, and a model read before warms up only REWARM passes (the budget checks take every pass)."""
+    from torch import nn
+
+    from autoprune.costs import latency
+    from autoprune.trial import RECHECK_ROUNDS, read_latency
+
+    class Counted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return x
+
+    monkeypatch.setattr(latency, "settled", lambda times: len(times) >= latency.MIN_REPEATS)
+    settings = CostSettings((3, 4, 4), batch_size=1, warmup=5, repeats=40)
+    per_round = latency.MIN_REPEATS + (-latency.MIN_REPEATS) % latency.CHUNK  # checked in chunks
+    model, dense = Counted(), Counted()
+    near = read_latency(model, dense, settings, dense_anchor_ms=10.0, limit=1000.0, band=(0.0, float("inf")))
+    assert model.calls == dense.calls == (5 + per_round) + (RECHECK_ROUNDS - 1) * (latency.REWARM + per_round)
+    assert near["latency_first_passes"] == 2 * per_round and "latency_first_ms" in near
+    model = Counted()  # a new candidate beside the same dense model, far from the limit: one round
+    far = read_latency(model, dense, settings, dense_anchor_ms=10.0, limit=1e9)
+    assert model.calls == 5 + per_round and "latency_first_ms" not in far
+    model = Counted()
+    latency.paired_latency(model, dense, settings, rounds=3)  # a budget check: every pass, full warm-up
+    assert model.calls == 3 * (5 + 40)
+
+
 def test_a_latency_reading_near_the_limit_is_decided_on_a_second_reading():
     from torch import nn
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,8 +30,16 @@ def thread_count(n: int) -> Iterator[None]:
 
 # Early stop of a screening reading: once at least MIN_REPEATS passes are timed, the reading stops
 # when the median's notch half-width (1.57 IQR / sqrt(n), McGill et al. 1978) is within
-# SETTLED of the median. Passes are checked in chunks of CHUNK.
-MIN_REPEATS, CHUNK, SETTLED = 8, 4, 0.01
+# SETTLED of the median. Passes are checked in chunks of CHUNK. 3% is the margin the pick must
+# re-measure under the limit (with every pass) and well below the 8% by which two full readings
+# of one model drift apart on a shared machine; at 1% the default task's fast forwards (3-8 ms)
+# rarely settled and took every pass.
+MIN_REPEATS, CHUNK, SETTLED = 8, 4, 0.03
+# Warm-up passes of a screening reading of a model this process has timed before (the dense model
+# in every trial, a candidate's later rounds): only the caches that other work evicted need warming
+# again, not the allocations and kernel choices of a first call.
+REWARM = 2
+_timed: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def settled(times: list[float], tolerance: float = SETTLED) -> bool:
@@ -45,7 +54,8 @@ def time_forward(model: nn.Module, settings: CostSettings, *, early_stop: bool =
     """Wall times (ms) of ``settings.repeats`` forward passes after ``settings.warmup``.
 
     With ``early_stop`` (screening readings of a search, never the checks of a budget), timing
-    stops before ``settings.repeats`` once the median is ``settled``."""
+    stops before ``settings.repeats`` once the median is ``settled``, and a model this process has
+    timed before warms up only ``REWARM`` passes."""
     x = torch.randn(settings.batch_size, *settings.input_shape)
     was_training = model.training
     model.eval()
@@ -56,8 +66,10 @@ def time_forward(model: nn.Module, settings: CostSettings, *, early_stop: bool =
 
         timed, x = copy.deepcopy(model).to(device), x.to(device)
     times = []
+    warmup = min(settings.warmup, REWARM) if early_stop and model in _timed else settings.warmup
+    _timed.add(model)
     with meter.reading(device), thread_count(settings.threads), torch.inference_mode():
-        for _ in range(settings.warmup):
+        for _ in range(warmup):
             timed(x)
         synchronize(device)
         for i in range(settings.repeats):
