@@ -272,6 +272,9 @@ def test_fidelity_and_throughput_sections(bench):
     rows = bench["results"]["throughput"]
     assert [(r["executor"], r["workers"]) for r in rows] == [("inline", 1), ("inline", 2)]
     assert all(r["scored"] >= 1 and r["per_minute"] > 0 for r in rows)
+    ratio = f"| {rows[1]['per_minute'] / rows[0]['per_minute']:.2f}x |"  # the 2-worker row against the 1-worker one
+    throughput = bench["out"].read_text().split("## Throughput", 1)[1]
+    assert "vs 1 worker" in throughput and ratio in throughput
 
 
 def test_finetune_curve_gives_uniform_at_half_the_macs_each_length(bench):

@@ -341,19 +341,23 @@ def throughput_section(result) -> list[str]:
     if not result.throughput:
         return []
     rows = []
+    one = {r["executor"]: r["per_minute"] for r in result.throughput if r["workers"] == 1 and r.get("per_minute")}
     for r in result.throughput:
         if r.get("error"):
-            rows.append([r["executor"], str(r["workers"]), "–", "–", "–", "–", r["error"]])
+            rows.append([r["executor"], str(r["workers"]), "–", "–", "–", "–", "–", r["error"]])
             continue
+        base = one.get(r["executor"])
         rows.append([r["executor"], str(r["workers"]), f"{r['scored']}", f"{r['wall_s']:.1f}", f"{r['per_minute']:.2f}",
-                     f"{100 * r['overhead']:.0f}%", f"start-up {r['startup_s']:.1f} s, {r['threads']} thread(s)/worker"])
+                     f"{r['per_minute'] / base:.2f}x" if base else "–", f"{100 * r['overhead']:.0f}%",
+                     f"start-up {r['startup_s']:.1f} s, {r['threads']} thread(s)/worker"])
     task = next((t.name for t in result.tasks if t.error is None), "")
     lines = ["## Throughput", "", f"A `random` search of `{task}` per executor and worker count (warm-up of fresh "
              "workers included; executor start-up timed apart). Overhead: the worker time available (wall × parallel "
              "workers) not spent fine-tuning or evaluating. Latency readings are protected from the parallel workers: "
              "each holds its device alone, and training yields to it between steps (`autoprune/meter.py`), so a "
              "reading waits for at most one step per worker instead of timing their training too.", ""]
-    lines += _table(["executor", "workers", "scored", "wall s", "scored trials / min", "overhead", "notes"], rows)
+    lines += _table(["executor", "workers", "scored", "wall s", "scored trials / min", "vs 1 worker", "overhead",
+                      "notes"], rows)
     return lines + ["", f"_{provenance(result)}_", ""]
 
 
