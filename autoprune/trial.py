@@ -8,6 +8,7 @@ policy -> prune -> measure -> score -> metrics.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -196,6 +197,22 @@ def score(model: torch.nn.Module, task: Task, scoring: ScoringConfig) -> float:
         raise UserError(f"evaluate(model) must return a number, got {value!r}") from None
 
 
+_frozen: list[bool] = []
+
+
+def _freeze_long_lived() -> None:
+    """Once per process, when its first task is loaded: collect, then move every object alive
+    (imported modules, the task, its dense model and data) out of the cycle collector's view
+    (``gc.freeze``). Each trial frees its pruning graph and the MAC counter's model copy with a
+    full collection; in a process holding torch, Optuna and pymoo each took 0.1-0.2 s of CPU
+    (measured on the default task: two per trial, 2.7% of its search), and now scans only what
+    trials create. Objects frozen here that die later are not reclaimed; they are set-up state."""
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen.append(True)
+
+
 def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
     """Prune, measure, (reject or) score one policy; see the module docstring."""
     timings: dict[str, float] = {}
@@ -203,6 +220,7 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
     with meter.step("cpu"):  # a fresh worker's setup (unpickling, loading, tracing) takes seconds of CPU
         task = load_task(recipe)
         space = _space(recipe, request.rules)
+        _freeze_long_lived()
     fidelity = parse_fidelity(request.fidelity, final_steps=request.scoring.final_steps)
     timings["setup_s"] = time.perf_counter() - started
 

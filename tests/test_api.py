@@ -3,6 +3,7 @@ objects and hooks, and bad input refused in one line before any work."""
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import subprocess
@@ -127,6 +128,9 @@ def test_evaluate_and_finetune_hooks_score_every_trial(tmp_path):
     assert {t.values[0] for t in scored} == {0.25}  # the user's score is what the search maximised
     assert calls["finetune"] == [4, 4, 6] and calls["evaluate"] >= 4  # dense, two trials, the final one
     assert all(torch.equal(v, before[k]) for k, v in original.state_dict().items())  # the user's model untouched
+    # the process's long-lived objects are out of the collector's view once a trial has run, so the
+    # full collection after each trial's pruning scans only what trials create (trial._freeze_long_lived)
+    assert gc.get_freeze_count() > 0
 
 
 def test_a_live_model_on_a_worker_executor_is_refused_before_any_work(tmp_path):
