@@ -90,6 +90,21 @@ def test_estimate_falls_as_a_slot_is_pruned_more(tiny, tmp_path):
     assert table.profiled == 0
 
 
+def test_memoised_sums_equal_the_sum_over_the_policys_layer_shapes(tiny, tmp_path):
+    """``raw`` memoises each layer's entry on its slots' widths; the reference sums the entries
+    of ``shapes.of(policy)``, every layer's shape built anew."""
+    model, x, space, layers = tiny
+    table = LatencyTable(tmp_path / "t.json", threads=1)
+    lut = LutLatency(table, layers, space, CostSettings(SHAPE, batch_size=2, threads=1))
+    for shape in lut.shapes.reachable():  # distinct deterministic entries, so a wrong lookup shows
+        table.entries[shape.key()] = 1e-3 * shape.cin * shape.cout * shape.h * shape.w / shape.groups + 1e-6 * shape.cin
+    rng = np.random.default_rng(0)
+    for policy in [space.dense(), space.most_pruned()] + [space.sample(rng) for _ in range(40)]:
+        reference = sum(table.entries[shape.key()] for shape in lut.shapes.of(policy))
+        assert lut.raw(policy) == pytest.approx(reference, rel=1e-12)
+        assert lut.raw(policy) == pytest.approx(reference, rel=1e-12)  # from the memo now
+
+
 def test_profiled_latency_grows_with_width():
     wide = profile_shape(LayerShape("conv", 2, 32, 64, 16, 16, (3, 3), padding=(1, 1)), 1, 2, 7)
     narrow = profile_shape(LayerShape("conv", 2, 32, 4, 16, 16, (3, 3), padding=(1, 1)), 1, 2, 7)
