@@ -26,7 +26,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
