@@ -135,34 +135,31 @@ def read_latency(model: torch.nn.Module, dense: torch.nn.Module, settings: CostS
     the pick's re-check and the export's verification take every repeat.
     """
     cost = LatencyCost(settings, early_stop=True)
+    passes = 0
 
-    def read_round() -> tuple[float, float | None]:
+    def read_round() -> tuple[float, float]:
+        """(raw reading ms, reading in the units of ``limit``)."""
+        nonlocal passes
         reading = cost.measure(model)
+        passes += cost.passes
         if dense_anchor_ms is None:
-            return reading, None
-        passes = cost.passes
+            return reading, reading
         ratio = reading / cost.measure(dense)
-        cost.passes += passes
-        return reading, ratio
+        passes += cost.passes
+        return reading, ratio * dense_anchor_ms
 
     rounds = [read_round()]
-    passes = cost.passes
-
-    def value(round_: tuple[float, float | None]) -> float:
-        reading, ratio = round_
-        return reading if ratio is None else ratio * dense_anchor_ms
-
-    first = value(rounds[0])
+    first_passes, first = passes, rounds[0][1]
     low, high = band
     if limit is not None and low * limit <= first <= high * limit:
         rounds += [read_round() for _ in range(RECHECK_ROUNDS - 1)]
-    result: dict[str, float] = {"latency_ms": float(statistics.median(value(r) for r in rounds))}
+    result: dict[str, float] = {"latency_ms": float(statistics.median(value for _, value in rounds))}
     if dense_anchor_ms is not None:
-        ratio = float(statistics.median(r[1] for r in rounds))
-        result.update(latency_ms_now=float(statistics.median(r[0] for r in rounds)), latency_ratio=ratio)
+        result.update(latency_ms_now=float(statistics.median(raw for raw, _ in rounds)),
+                      latency_ratio=result["latency_ms"] / dense_anchor_ms)
     if len(rounds) > 1:
         result["latency_first_ms"] = first
-    return {**result, "latency_first_passes": float(passes)}  # timed passes of the first round
+    return {**result, "latency_first_passes": float(first_passes)}  # timed passes of the first round
 
 
 def fine_tune(model: torch.nn.Module, task: Task, scoring: ScoringConfig, steps: int, seed: int) -> dict[str, float]:
