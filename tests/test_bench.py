@@ -304,6 +304,32 @@ def test_a_fidelity_study_of_another_final_length_is_not_resumed():
     assert not study_done({**study, "policies": 12}, 30, ("bn",), 1000)
 
 
+def test_a_fidelity_added_on_resume_is_scored_on_the_kept_policies_and_their_finals_are_kept(bench, tmp_path):
+    """An earlier study without kd:3 (rows saved before they recorded their trial number): resumed
+    with it, every kept policy gets its kd:3 score (from the trial seed it was drawn with, so the
+    same as the full study's) and keeps its final score; no new policy is drawn."""
+    import shutil
+
+    run = tmp_path / "fewer"
+    shutil.copytree(bench["run_root"], run)
+    data = json.loads((run / "results.json").read_text())
+    whole = data["fidelity"]
+    rows = [{k: v for k, v in r.items() if k not in ("kd:3", "number")} for r in whole["rows"]]
+    for row in rows:
+        row["seconds"] = {k: v for k, v in row["seconds"].items() if k != "kd:3"}
+    data["fidelity"] = {**whole, "fidelities": ["bn", "final"], "cheap": ["bn"], "rows": rows}
+    (run / "results.json").write_text(json.dumps(data))
+    argv = [a for a in bench["argv"] if a != "random,uniform,broken"]
+    argv.insert(argv.index("--searchers") + 1, "random")
+    argv[argv.index("--out") + 1] = str(tmp_path / "B.md")
+    assert main([*argv, "--resume", str(run), "--sections", "fidelity"]) == 0
+    again = json.loads((run / "results.json").read_text())["fidelity"]
+    assert [r["policy"] for r in again["rows"]] == [r["policy"] for r in whole["rows"]]
+    assert [r["final"] for r in again["rows"]] == [r["final"] for r in whole["rows"]]
+    assert [r["kd:3"] for r in again["rows"]] == [r["kd:3"] for r in whole["rows"]]
+    assert set(again["spearman"]) == {"bn vs final", "kd:3 vs final"}
+
+
 def test_resumed_short_sections_keep_their_rows_and_draw_the_same_policies(bench, tmp_path):
     """A bench cut off inside the fidelity study and the fine-tune curve continues both where they stopped."""
     import shutil

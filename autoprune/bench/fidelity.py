@@ -8,7 +8,9 @@ test split is kept for the search results). The cheapest fidelity whose Spearman
 ``TARGET_RHO`` is the one a bench's searches should use.
 
 A policy's scores are saved as soon as it has them all (``on_row``), and a resumed study replays
-the random draws it had made, so an interrupted study continues with the same policies.
+the random draws it had made, so an interrupted study continues with the same policies. A study
+resumed with more cheap fidelities keeps its rows and their final scores (the costly part: a
+final fine-tune is minutes a policy) and scores only the added fidelities on them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autoprune.bench.metrics import spearman
+from autoprune.space import Policy
 from autoprune.study import COMPLETE, REJECTED, Trial
 
 CHEAP = ("bn", "kd:10", "kd:30", "kd:100", "kd:30+features")
@@ -45,7 +48,8 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
     """Score ``policies`` random feasible policies of ``task`` at each of ``cheap`` and at final.
 
     ``earlier`` is what an interrupted study saved: its draws are replayed (the searcher is told
-    the same outcomes) and its rows kept, when it studied the same fidelities.
+    the same outcomes) and its rows kept, when its final fine-tune had the same length; a kept row
+    that lacks one of ``cheap`` is scored at it first.
     """
     from autoprune.pipeline import search_context
     from autoprune.runner import trial_seed
@@ -56,16 +60,16 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
     fidelities = (*cheap, "final")
     searcher = make_searcher("random")
     searcher.setup(search_context(problem))
-    kept = earlier if _same_study(earlier, fidelities, problem.settings.final_steps) else None
+    kept = earlier if _same_final(earlier, problem.settings.final_steps) else None
     if earlier and not kept:
-        log("fidelity study: the earlier run's study had other fidelities or another final fine-tune length; "
-            "starting it again")
+        log("fidelity study: the earlier run's final fine-tune had another length; starting it again")
     draws: list[dict[str, Any]] = list(kept.get("draws", [])) if kept else []
     rows: list[dict[str, Any]] = list(kept.get("rows", [])) if kept else []
     seconds: dict[str, list[float]] = {f: [] for f in fidelities}
     for row in rows:
         for f, s in row.get("seconds", {}).items():
-            seconds[f].append(s)
+            if f in seconds:  # a fidelity the earlier run studied and this one does not is left out
+                seconds[f].append(s)
     started = time.perf_counter()
     elapsed = float(kept.get("elapsed_s", 0.0)) if kept else 0.0
 
@@ -82,6 +86,20 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
                             fidelities[0], draw.get("constraint")))
     log(f"fidelity study on {task.name}: {policies} random feasible policies at {', '.join(fidelities)}"
         + (f" ({len(rows)} kept from the earlier run)" if rows else ""))
+    for index, row in enumerate(rows):  # fidelities added since the earlier run: score the kept policies
+        missing = [f for f in cheap if f not in row]
+        if not missing:
+            continue
+        number = _number(row, kept["draws"] if kept else [])
+        policy = Policy.from_dict(problem.space.fingerprint, row["policy"])
+        for fid in missing:  # no budget here: the row's policy was found feasible when it was drawn
+            request = dataclasses.replace(_request(problem, fid, number, policy, trial_seed(0, number)), limit=None)
+            out = run_trial(problem.recipe, request)
+            row[fid] = float(out.metrics["val_accuracy"])
+            row["seconds"][fid] = float(out.metrics.get("total_s", 0.0))
+            seconds[fid].append(row["seconds"][fid])
+        log(f"  kept policy {index + 1}: " + ", ".join(f"{f} {100 * row[f]:.2f}%" for f in missing) + " added")
+        on_row(study())
     asked = len(draws)
     while len(rows) < policies and asked < MAX_DRAWS_PER_POLICY * policies:
         proposed = searcher.ask(1)
@@ -90,7 +108,7 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
         policy, number = proposed[0], asked
         asked += 1
         seed = trial_seed(0, number)
-        row: dict[str, Any] = {"policy": policy.as_dict(), "seconds": {}}
+        row: dict[str, Any] = {"policy": policy.as_dict(), "number": number, "seconds": {}}
         for fid in fidelities:
             out = run_trial(problem.recipe, _request(problem, fid, number, policy, seed))
             if out.rejected:  # over budget when measured: not a candidate
@@ -120,10 +138,18 @@ def _plain(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
+def _number(row: dict[str, Any], draws: list[dict[str, Any]]) -> int:
+    """The trial number a row's policy was drawn as (its seed derives from it); rows saved before
+    they recorded it are found among the draws."""
+    if "number" in row:
+        return int(row["number"])
+    return next(i for i, d in enumerate(draws) if d["policy"] == row["policy"] and not d["rejected"])
+
+
 def _summary(name: str, fidelities: tuple[str, ...], draws, rows, seconds, problem, elapsed: float) -> dict[str, Any]:
-    final = [r["final"] for r in rows]
     cheap = fidelities[:-1]
-    pairs = {f"{f} vs final": spearman([r[f] for r in rows], final) for f in cheap}
+    pairs = {f"{f} vs final": spearman([r[f] for r in rows if f in r], [r["final"] for r in rows if f in r])
+             for f in cheap}
     median_s = {f: (statistics.median(v) if v else None) for f, v in seconds.items()}
     return {
         "task": name, "fidelities": list(fidelities), "cheap": list(cheap), "asked": len(draws), "policies": len(rows),
@@ -133,15 +159,17 @@ def _summary(name: str, fidelities: tuple[str, ...], draws, rows, seconds, probl
     }
 
 
-def _same_study(study: dict[str, Any] | None, fidelities: tuple[str, ...], final_steps: int) -> bool:
-    """Whether an earlier study's rows answer this one: the same fidelities, the same final length
-    (a final score after another number of steps ranks policies differently)."""
-    return bool(study) and tuple(study.get("fidelities", ())) == fidelities and study.get("final_steps") == final_steps
+def _same_final(study: dict[str, Any] | None, final_steps: int) -> bool:
+    """Whether an earlier study's rows can be kept: the same final length (a final score after
+    another number of steps ranks policies differently); its cheap fidelities may differ."""
+    return bool(study) and study.get("final_steps") == final_steps
 
 
 def study_done(study: dict[str, Any] | None, policies: int, cheap: tuple[str, ...], final_steps: int) -> bool:
     """Whether an earlier study already has what this one asks (or ran out of draws trying)."""
-    if not _same_study(study, (*cheap, "final"), final_steps):
+    if not _same_final(study, final_steps) or not set(cheap) <= set(study.get("cheap", ())):
+        return False
+    if any(f not in row for row in study.get("rows", []) for f in cheap):  # an added fidelity half scored
         return False
     return study["policies"] >= policies or study["asked"] >= MAX_DRAWS_PER_POLICY * policies
 
