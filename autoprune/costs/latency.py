@@ -66,7 +66,9 @@ def time_forward(model: nn.Module, settings: CostSettings, *, early_stop: bool =
 
         timed, x = copy.deepcopy(model).to(device), x.to(device)
     times = []
-    warmup = min(settings.warmup, REWARM) if early_stop and model in _timed else settings.warmup
+    # on a CUDA deploy device every reading times a fresh copy: it warms up in full
+    rewarm = early_stop and device.type == "cpu" and model in _timed
+    warmup = min(settings.warmup, REWARM) if rewarm else settings.warmup
     _timed.add(model)
     with meter.reading(device), thread_count(settings.threads), torch.inference_mode():
         for _ in range(warmup):
