@@ -304,6 +304,18 @@ def test_a_fidelity_study_of_another_final_length_is_not_resumed():
     assert not study_done({**study, "policies": 12}, 30, ("bn",), 1000)
 
 
+def test_rows_find_their_own_draw_when_a_policy_was_drawn_twice():
+    """A policy drawn twice (a resumed study whose random draws restarted) is two rows with two
+    seeds: each row is matched to its own draw, in order, not both to the first."""
+    from autoprune.bench.fidelity import _numbers
+
+    a, b = {"conv1": 0.5}, {"conv1": 0.25}
+    draws = [{"policy": a, "rejected": True}, {"policy": a, "rejected": False}, {"policy": b, "rejected": False},
+             {"policy": b, "rejected": True}, {"policy": a, "rejected": False}]
+    rows = [{"policy": a}, {"policy": b}, {"policy": a}, {"policy": b, "number": 7}]
+    assert _numbers(rows, draws) == [1, 2, 4, 7]
+
+
 def test_a_fidelity_added_on_resume_is_scored_on_the_kept_policies_and_their_finals_are_kept(bench, tmp_path):
     """An earlier study without kd:3 (rows saved before they recorded their trial number): resumed
     with it, every kept policy gets its kd:3 score (from the trial seed it was drawn with, so the

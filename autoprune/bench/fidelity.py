@@ -82,17 +82,22 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
         proposed = searcher.ask(1)
         if not proposed or proposed[0].as_dict() != draw["policy"]:
             log(f"fidelity study: draw {number} differs from the earlier run's; continuing from the rows kept")
+            for later, kept_draw in enumerate(draws[number:], start=number):  # never drawn again
+                state = REJECTED if kept_draw["rejected"] else COMPLETE
+                searcher.tell(Trial(later, Policy.from_dict(problem.space.fingerprint, kept_draw["policy"]), state,
+                                    dict(kept_draw["metrics"]), trial_seed(0, later), "random", fidelities[0],
+                                    kept_draw.get("constraint")))
             break
         state = REJECTED if draw["rejected"] else COMPLETE
         searcher.tell(Trial(number, proposed[0], state, dict(draw["metrics"]), trial_seed(0, number), "random",
                             fidelities[0], draw.get("constraint")))
     log(f"fidelity study on {task.name}: {policies} random feasible policies at {', '.join(fidelities)}"
         + (f" ({len(rows)} kept from the earlier run)" if rows else ""))
-    for index, row in enumerate(rows):  # fidelities added since the earlier run: score the kept policies
+    numbers = _numbers(rows, draws)
+    for index, (row, number) in enumerate(zip(rows, numbers, strict=True)):  # fidelities added since: score them
         missing = [f for f in cheap if f not in row]
         if not missing:
             continue
-        number = _number(row, kept["draws"] if kept else [])
         policy = Policy.from_dict(problem.space.fingerprint, row["policy"])
         for fid in missing:  # no budget here: the row's policy was found feasible when it was drawn
             request = dataclasses.replace(_request(problem, fid, number, policy, trial_seed(0, number)), limit=None)
@@ -140,12 +145,20 @@ def _plain(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
-def _number(row: dict[str, Any], draws: list[dict[str, Any]]) -> int:
-    """The trial number a row's policy was drawn as (its seed derives from it); rows saved before
-    they recorded it are found among the draws."""
-    if "number" in row:
-        return int(row["number"])
-    return next(i for i, d in enumerate(draws) if d["policy"] == row["policy"] and not d["rejected"])
+def _numbers(rows: list[dict[str, Any]], draws: list[dict[str, Any]]) -> list[int]:
+    """The trial number each row's policy was drawn as (its seed derives from it). Rows saved
+    before they recorded it are matched to the draws in order: rows follow their draws, and a
+    policy drawn twice (with another seed) is two rows."""
+    numbers, start = [], 0
+    for row in rows:
+        if "number" in row:
+            number = int(row["number"])
+        else:
+            number = next(i for i in range(start, len(draws))
+                          if draws[i]["policy"] == row["policy"] and not draws[i]["rejected"])
+        numbers.append(number)
+        start = number + 1
+    return numbers
 
 
 def _summary(name: str, fidelities: tuple[str, ...], draws, rows, seconds, problem, elapsed: float) -> dict[str, Any]:
