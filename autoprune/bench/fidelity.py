@@ -83,14 +83,10 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
         if not proposed or proposed[0].as_dict() != draw["policy"]:
             log(f"fidelity study: draw {number} differs from the earlier run's; continuing from the rows kept")
             for later, kept_draw in enumerate(draws[number:], start=number):  # never drawn again
-                state = REJECTED if kept_draw["rejected"] else COMPLETE
-                searcher.tell(Trial(later, Policy.from_dict(problem.space.fingerprint, kept_draw["policy"]), state,
-                                    dict(kept_draw["metrics"]), trial_seed(0, later), "random", fidelities[0],
-                                    kept_draw.get("constraint")))
+                _tell_draw(searcher, later, Policy.from_dict(problem.space.fingerprint, kept_draw["policy"]),
+                           kept_draw, fidelities[0])
             break
-        state = REJECTED if draw["rejected"] else COMPLETE
-        searcher.tell(Trial(number, proposed[0], state, dict(draw["metrics"]), trial_seed(0, number), "random",
-                            fidelities[0], draw.get("constraint")))
+        _tell_draw(searcher, number, proposed[0], draw, fidelities[0])
     log(f"fidelity study on {task.name}: {policies} random feasible policies at {', '.join(fidelities)}"
         + (f" ({len(rows)} kept from the earlier run)" if rows else ""))
     numbers = _numbers(rows, draws)
@@ -139,6 +135,15 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
         on_row(study())
     log(f"fidelity study: {len(rows)} feasible of {asked} drawn")
     return study()
+
+
+def _tell_draw(searcher, number: int, policy: Policy, draw: dict[str, Any], fidelity: str) -> None:
+    """Tell the study's searcher what an earlier run's draw ``number`` came to."""
+    from autoprune.runner import trial_seed
+
+    state = REJECTED if draw["rejected"] else COMPLETE
+    searcher.tell(Trial(number, policy, state, dict(draw["metrics"]), trial_seed(0, number), "random", fidelity,
+                        draw.get("constraint")))
 
 
 def _plain(metrics) -> dict[str, float]:
