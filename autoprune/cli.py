@@ -211,8 +211,8 @@ def _add_profile_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=FIELDS[name].default,
                        metavar=METAVARS.get(name, "N" if kind is int else "X"),
                        help=f"{HELP[name]}, as in the search (default: {DEFAULT_WORDS.get(name, FIELDS[name].default)})")
-    p.add_argument("--calibration", type=int, default=12, metavar="N",
-                   help="networks built and timed to fit the table's calibration (default: 12)")
+    p.add_argument("--calibration", type=int, default=16, metavar="N",
+                   help="networks built and timed to fit the table's calibration (default: 16)")
 
 
 def parser() -> argparse.ArgumentParser:

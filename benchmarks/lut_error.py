@@ -94,7 +94,7 @@ def run_case(case: Case, policies: int, seed: int, cache_dir: str, threads: int 
 
     return {
         "threads": settings.threads, "slots": len(space.slots), "shapes": len(lut.shapes.reachable()),
-        "profiled": lut.table.profiled, "build_s": build_s, "a": lut.a, "b": lut.b,
+        "profiled": lut.table.profiled, "build_s": build_s, "a": lut.a, "b": lut.b, "c": lut.c,
         "median_ape": float(np.median(ape)), "p90_ape": float(np.percentile(ape, 90)),
         "median_rel": float(np.median(rel)), "p90_rel": float(np.percentile(rel, 90)),
         "drift": float(np.median(drift)), "spearman": float(stats.spearmanr(meas, est)[0]),
@@ -121,16 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{case.name}: {r['build_s']:.0f} s table ({r['profiled']} shapes profiled); load {load:.1f} -> "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     print(f"\ndevice {device_key(1)[:-3]}; {args.policies} held-out random policies per model; seed {args.seed}")
+    print("a, c, b: the calibration latency ~= a * sum + c * activation volume (M elements) + b ms.")
     print("APE: |estimate - measured| / measured, the LUT as built against LatencyCost's median of repeats.")
     print("rel: the same for latency / dense latency, the dense model measured just before each policy")
     print("     (cancels slow drifts of machine speed). drift: median |dense / median(dense) - 1|, the")
     print("     measurement's own spread over the run: no estimate can beat it on APE.")
-    head = (f"{'model':<13} {'batch':>5} {'thr':>3} {'slots':>5} {'shapes':>6} {'a':>5} {'b ms':>6} {'lat ms':>13} "
+    head = (f"{'model':<13} {'batch':>5} {'thr':>3} {'slots':>5} {'shapes':>6} {'a':>5} {'c':>5} {'b ms':>6} {'lat ms':>13} "
             f"{'APE med':>7} {'p90':>6} {'rel med':>7} {'p90':>6} {'drift':>6} {'spearman':>8} {'est ms':>6}")
     print(head)
     print("-" * len(head))
     for case, r in rows:
-        print(f"{case.name:<13} {case.batch:>5} {r['threads']:>3} {r['slots']:>5} {r['shapes']:>6} {r['a']:>5.2f} "
+        print(f"{case.name:<13} {case.batch:>5} {r['threads']:>3} {r['slots']:>5} {r['shapes']:>6} {r['a']:>5.2f} {r['c']:>5.2f} "
               f"{r['b']:>6.2f} {r['lat_min']:>6.1f}-{r['lat_max']:<6.1f} {r['median_ape']:>6.1f}% {r['p90_ape']:>5.1f}% "
               f"{r['median_rel']:>6.1f}% {r['p90_rel']:>5.1f}% {r['drift']:>5.1f}% {r['spearman']:>8.3f} "
               f"{r['estimate_ms']:>6.2f}")

@@ -13,8 +13,10 @@ from autoprune.costs.lut import (
     LatencyTable,
     LayerShape,
     LutLatency,
+    activation_volume,
     build_lut,
     device_key,
+    fit_calibration,
     profile_shape,
     record_layers,
 )
@@ -63,7 +65,7 @@ def test_cache_is_written_and_reused(lut_pair):
     assert [f.name for f in files] == [f"{device_key(1)}.json"]
     assert first.table.profiled > 30
     assert second.table.profiled == 0  # nothing profiled, nothing measured the second time
-    assert (second.a, second.b) == (first.a, first.b)
+    assert (second.a, second.b, second.c) == (first.a, first.b, first.c)
     assert len(LatencyTable(files[0], threads=1).entries) == len(first.table.entries)
 
 
@@ -123,3 +125,43 @@ def test_analytic_estimates_match_the_counter(tiny):
         true_macs, true_params = count_macs_params(slim, SHAPE)
         assert macs(policy) == pytest.approx(true_macs, rel=1e-6)
         assert params(policy) == pytest.approx(true_params, rel=1e-6)
+
+
+def test_calibration_fits_the_volume_term_it_is_given():
+    rng = np.random.default_rng(0)
+    sums, volumes = rng.uniform(2, 10, 16), rng.uniform(0.5, 4, 16)
+    measured = 1.3 * sums + 0.8 * volumes + 2.0 + rng.normal(0, 0.01, 16)
+    fit = fit_calibration(sums, volumes, measured)
+    assert fit["a"] == pytest.approx(1.3, abs=0.02) and fit["c"] == pytest.approx(0.8, abs=0.02)
+    assert fit["b"] == pytest.approx(2.0, abs=0.1) and fit["n"] == 16 and fit["max_err"] < 0.01
+
+
+def test_calibration_keeps_two_terms_where_three_would_chase_noise():
+    rng = np.random.default_rng(1)
+    sums, volumes = rng.uniform(2, 10, 16), rng.uniform(0.5, 4, 16)
+    few = fit_calibration(sums[:6], volumes[:6], 1.3 * sums[:6] + 0.8 * volumes[:6] + 2.0)
+    assert few["c"] == 0.0 and 0.25 <= few["a"] <= 4  # six networks: a * sum + b only
+    falling = fit_calibration(sums, volumes, 1.5 * sums - 0.9 * volumes + 3.0)  # more volume, faster: implausible
+    assert falling["c"] == 0.0
+    flat = fit_calibration([5.0] * 12, volumes[:12], [7.0] * 12)  # sums do not vary: an offset only
+    assert (flat["a"], flat["c"], flat["b"]) == (1.0, 0.0, 2.0)
+
+
+def test_activation_volume_is_what_the_slimmed_networks_batchnorms_output(tiny, tmp_path):
+    """The volume term against an independent count: hooks on the built network's BatchNorms."""
+    model, x, space, layers = tiny
+    settings = CostSettings(SHAPE, batch_size=2, threads=1, warmup=1, repeats=1)
+    lut = LutLatency(LatencyTable(tmp_path / "t.json", threads=1, warmup=1, repeats=1), layers, space, settings)
+    lut.table.latency = lambda shape: 1.0  # no profiling: only the volumes are checked here
+    rng = np.random.default_rng(0)
+    for policy in [space.dense(), space.most_pruned(), *(space.sample(rng) for _ in range(4))]:
+        slim, _ = apply_policy(model, space, policy, x)
+        seen: list[int] = []
+        hooks = [m.register_forward_hook(lambda m, i, out, seen=seen: seen.append(out[0].numel()))
+                 for m in slim.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        with torch.no_grad():
+            slim(torch.zeros(1, *SHAPE))
+        for h in hooks:
+            h.remove()
+        assert lut.terms(policy)[1] == pytest.approx(sum(seen) / 1e6)
+    assert activation_volume(LayerShape("conv", 1, 4, 4, 8, 8)) == 0.0

@@ -3,8 +3,8 @@
 When the device a model will run on (a phone, an edge box, a server outside the cluster) is not
 where the search runs, ``autoprune profile --out table.json`` is run there: it times every layer
 shape the search space can give (the same standalone profiles as the local lookup table,
-``autoprune.costs.lut``) and fits the table's calibration ``latency ~= a * sum + b`` on networks it
-builds and measures there. A search given ``--latency-table table.json`` then reads no latency
+``autoprune.costs.lut``) and fits the table's calibration ``latency ~= a * sum + c * volume + b``
+(``lut.fit_calibration``) on networks it builds and measures there. A search given ``--latency-table table.json`` then reads no latency
 itself: the dense model's, every trial's and the export's final check are this table's estimate
 of the built network (its conv, linear and BatchNorm calls, ``layer_calls``), and searchers'
 cheap estimates are the same sums computed from the policy. Estimates are deterministic, so the
@@ -59,7 +59,9 @@ class DeviceTable:
         self.device: str = str(blob["device"])
         self.batch_size, self.threads = int(blob["batch_size"]), int(blob["threads"])
         self.input_shape = tuple(int(v) for v in blob["input_shape"])
-        self.a, self.b = float(blob["calibration"]["a"]), float(blob["calibration"]["b"])
+        calibration = blob["calibration"]
+        self.a, self.b = float(calibration["a"]), float(calibration["b"])
+        self.c = float(calibration.get("c", 0.0))  # tables profiled before the volume term have none
         self.entries: dict[str, float] = {}
         self._by_operator: dict[str, list[tuple[float, float]]] = {}
         for row in blob["layers"]:
@@ -94,7 +96,11 @@ class DeviceTable:
 
     def estimate_shapes(self, shapes: Iterable[LayerShape]) -> float:
         """Calibrated latency (ms) of a network with these layer shapes."""
-        return self.a * sum(self.lookup(s) for s in shapes) + self.b
+        from autoprune.costs.lut import activation_volume
+
+        shapes = list(shapes)
+        volume = sum(activation_volume(s) for s in shapes)
+        return self.a * sum(self.lookup(s) for s in shapes) + self.c * volume + self.b
 
     def estimate(self, model: nn.Module) -> float:
         """Calibrated latency (ms) of a built network, from its own layers' shapes."""
@@ -138,7 +144,7 @@ def machine() -> str:
 
 def profile_device_table(
     model: nn.Module, space: SearchSpace, example_inputs: torch.Tensor, settings: CostSettings, *,
-    model_spec: str = "", calibration_policies: int = 12, seed: int = 0,
+    model_spec: str = "", calibration_policies: int = 16, seed: int = 0,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """The table of this device for ``space``: every reachable layer shape timed, the calibration
@@ -162,7 +168,8 @@ def profile_device_table(
     log(f"profiling {len(shapes)} layer shapes at batch {settings.batch_size}, {settings.threads} thread(s)")
     scratch.profile(shapes)
     fit = lut.calibrate(model, example_inputs, calibration_policies, seed)
-    log(f"calibration on {calibration_policies} measured networks: latency = {fit['a']:.3f} x sum + {fit['b']:.3f} ms")
+    log(f"calibration on {calibration_policies} measured networks: latency = {fit['a']:.3f} x sum + "
+        f"{fit['c']:.3f} x volume + {fit['b']:.3f} ms")
     rng = np.random.default_rng(seed + 1)
     errors = []
     for _ in range(HELD_OUT):
@@ -176,7 +183,7 @@ def profile_device_table(
         "format": FORMAT, "device": machine(), "model": model_spec, "space": space.fingerprint,
         "input_shape": list(settings.input_shape), "batch_size": settings.batch_size, "threads": settings.threads,
         "warmup": settings.warmup, "repeats": settings.repeats,
-        "calibration": {"a": fit["a"], "b": fit["b"], "n": fit["n"], "max_err": fit["max_err"]},
+        "calibration": {"a": fit["a"], "b": fit["b"], "c": fit["c"], "n": fit["n"], "max_err": fit["max_err"]},
         "held_out_median_error": held_out, "dense_ms": time_model(model, settings),
         "profiled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "profile_seconds": round(time.perf_counter() - started, 1),
         "layers": [{**asdict(shape), "ms": scratch.entries[key]} for key, shape in sorted(scratch.shapes.items())],
