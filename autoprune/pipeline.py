@@ -357,7 +357,13 @@ def portable_settings(settings: SearchSettings) -> SearchSettings:
 
 
 def make_run_searcher(problem: Problem):
+    """The run's searcher, set up on its context. Under a latency budget the cost estimate is
+    built here, before the search loop: the lookup table is profiled and calibrated once per
+    device (seconds), which would otherwise land in the first ask, inside the timed search."""
     searcher = make_searcher(problem.settings.searcher, agent=problem.settings.agent,
                              algorithm=problem.settings.algorithm)
-    searcher.setup(search_context(problem))
+    context = search_context(problem)
+    if problem.budget.target == "latency" and context.estimate is not None:
+        context.estimate(problem.space.dense())
+    searcher.setup(context)
     return searcher

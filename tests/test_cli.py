@@ -318,3 +318,22 @@ def test_a_floor_read_over_the_budget_is_read_again_before_the_run_is_refused(ca
     assert calls == [3, 9]
     assert problem.floor == pytest.approx(0.5 * problem.dense["latency_ms"]) and problem.floor <= problem.limit
     assert any("reading it again" in line for line in logged)
+
+
+def test_the_latency_table_is_built_before_the_search_loop_not_in_its_first_ask(cache, tmp_path, monkeypatch):
+    """Profiling and calibrating the table takes seconds once per device: setup, not search time."""
+    import autoprune.costs.lut
+    import autoprune.pipeline
+    from autoprune.settings import SearchSettings
+
+    built = []
+    real = autoprune.costs.lut.build_lut
+    monkeypatch.setattr(autoprune.costs.lut, "build_lut", lambda *a, **k: built.append(1) or real(*a, **k))
+    for target, budget in (("latency", "0.9"), ("macs", "0.6")):
+        settings = SearchSettings(target=target, budget=budget, model="resnet20:width=4", image_size=16, dense_epochs=2,
+                                  latency_batch=2, latency_repeats=3, latency_warmup=1, seed=1, cache_dir=cache,
+                                  run_dir=str(tmp_path / target), searcher="random")
+        problem = autoprune.pipeline.build_problem(settings, log=lambda line: None)
+        built.clear()
+        autoprune.pipeline.make_run_searcher(problem)
+        assert built == ([1] if target == "latency" else [])
