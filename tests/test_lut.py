@@ -13,7 +13,6 @@ from autoprune.costs.lut import (
     LatencyTable,
     LayerShape,
     LutLatency,
-    activation_volume,
     build_lut,
     device_key,
     fit_calibration,
@@ -164,4 +163,4 @@ def test_activation_volume_is_what_the_slimmed_networks_batchnorms_output(tiny, 
         for h in hooks:
             h.remove()
         assert lut.terms(policy)[1] == pytest.approx(sum(seen) / 1e6)
-    assert activation_volume(LayerShape("conv", 1, 4, 4, 8, 8)) == 0.0
+    assert LayerShape("conv", 1, 4, 4, 8, 8).volume() == 0.0

@@ -75,6 +75,11 @@ class LayerShape:
         per = self.kernel[0] * self.kernel[1] * (self.cin // self.groups) * self.cout
         return float(out_hw[0] * out_hw[1] * (per + (self.cout if self.bias else 0)))
 
+    def volume(self) -> float:
+        """Millions of elements a ``bn`` layer outputs per sample (0 for other kinds): the latency
+        table's calibration scales the elementwise work outside the table by it."""
+        return self.cout * self.h * self.w / 1e6 if self.kind == "bn" else 0.0
+
     def params(self) -> float:
         if self.kind == "bn":
             return 2.0 * self.cout

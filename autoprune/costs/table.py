@@ -96,11 +96,8 @@ class DeviceTable:
 
     def estimate_shapes(self, shapes: Iterable[LayerShape]) -> float:
         """Calibrated latency (ms) of a network with these layer shapes."""
-        from autoprune.costs.lut import activation_volume
-
         shapes = list(shapes)
-        volume = sum(activation_volume(s) for s in shapes)
-        return self.a * sum(self.lookup(s) for s in shapes) + self.c * volume + self.b
+        return self.a * sum(self.lookup(s) for s in shapes) + self.c * sum(s.volume() for s in shapes) + self.b
 
     def estimate(self, model: nn.Module) -> float:
         """Calibrated latency (ms) of a built network, from its own layers' shapes."""
