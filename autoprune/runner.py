@@ -75,9 +75,9 @@ def lag(batch: int) -> int:
     """How many trials asked before trial ``k`` may still be untold when it is asked: trial ``k``
     is asked knowing trials ``0..k-lag`` (and later ones only where the order of results, never
     the clock, made the loop tell them: a searcher that waited, a search near its end). One
-    worker: every earlier trial. Several: two
-    more than the workers, so a worker freed by short trials (up to two rejections in a row, common
-    while a search's cost estimate settles) never waits for an older trial that is still running."""
+    worker: every earlier trial. Several: two more than the workers, so a worker freed by short
+    trials (up to two rejections in a row, common while a search's cost estimate settles) never
+    waits for an older trial that is still running."""
     return 1 if batch <= 1 else batch + 2
 
 
