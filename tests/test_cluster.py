@@ -163,8 +163,16 @@ def test_a_search_submitted_as_a_ray_job_runs_its_trials_on_the_cluster(head: He
     refused = head.run([str(BIN / "ray"), "job", "list", "--address", head.dashboard], env=plain, timeout=120,
                        shown=f"ray job list --address {head.dashboard}   # without RAY_AUTH_MODE=token")
     assert refused.returncode != 0 and "Missing authentication token" in refused.stdout, refused.stdout[-2000:]
-    status = head.run([str(BIN / "ray"), "status", "--address", head.gcs], timeout=120,
-                      shown=f"RAY_AUTH_MODE=token ray status --address {head.gcs}")
+    # the autoscaler's first report comes some seconds after the head is up ("No cluster status"):
+    # ask again until it lists the head's 2 CPUs, keeping only the last answer in the transcript
+    deadline = time.monotonic() + 120
+    while True:
+        status = head.run([str(BIN / "ray"), "status", "--address", head.gcs], timeout=120,
+                          shown=f"RAY_AUTH_MODE=token ray status --address {head.gcs}")
+        if "No cluster status" not in status.stdout or time.monotonic() > deadline:
+            break
+        head.transcript.pop()
+        time.sleep(2)
     assert status.returncode == 0 and "0.0/2.0 CPU" in ANSI.sub("", status.stdout), status.stdout
 
     # a relative --run-dir would land in the job's temporary copy of the tree: refused before any work
