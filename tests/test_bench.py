@@ -367,6 +367,33 @@ def test_resumed_short_sections_keep_their_rows_and_draw_the_same_policies(bench
     assert again["finetune"]["points"][0] == whole_curve["points"][0]
 
 
+
+def test_a_fidelity_study_on_two_worker_processes_scores_what_the_inline_one_scored(bench, tmp_path):
+    """Resumed after its first policy on two worker processes (two policies scored at once), the
+    study draws the same policies, keeps them in the order drawn, and scores each exactly as the
+    one-at-a-time study did (the same trial seeds, one thread each)."""
+    import shutil
+
+    run = tmp_path / "two"
+    shutil.copytree(bench["run_root"], run)
+    data = json.loads((run / "results.json").read_text())
+    whole = data["fidelity"]
+    first = whole["rows"][0]["policy"]
+    upto = next(i for i, d in enumerate(whole["draws"]) if d["policy"] == first and not d["rejected"])
+    data["fidelity"] = {**whole, "rows": whole["rows"][:1], "draws": whole["draws"][:upto + 1],
+                        "policies": 1, "asked": upto + 1}
+    (run / "results.json").write_text(json.dumps(data))
+    argv = [a for a in bench["argv"] if a != "random,uniform,broken"]
+    argv.insert(argv.index("--searchers") + 1, "random")
+    argv[argv.index("--out") + 1] = str(tmp_path / "B.md")
+    argv += ["--set", "executor=processes", "--set", "workers=2"]
+    assert main([*argv, "--resume", str(run), "--sections", "fidelity"]) == 0
+    again = json.loads((run / "results.json").read_text())["fidelity"]
+    assert len(again["rows"]) == len(whole["rows"]) == 4
+    for mine, theirs in zip(again["rows"], whole["rows"], strict=True):
+        assert mine["policy"] == theirs["policy"]
+        assert {f: mine[f] for f in whole["fidelities"]} == {f: theirs[f] for f in whole["fidelities"]}
+
 def test_render_writes_the_report_again_from_results_json(bench, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the recorded data root is not needed to render
     before = bench["out"].read_text()

@@ -7,7 +7,9 @@ with the same trial seed. The final score is validation accuracy after the final
 test split is kept for the search results). The cheapest fidelity whose Spearman reaches
 ``TARGET_RHO`` is the one a bench's searches should use.
 
-A policy's scores are saved as soon as it has them all (``on_row``), and a resumed study replays
+Policies are scored on the executor the study's recipe names (``--set executor=processes --set
+workers=2`` scores two at once, each trial of one policy in turn on one worker). A policy's
+scores are saved as soon as it has them all (``on_row``), and a resumed study replays
 the random draws it had made, so an interrupted study continues with the same policies. A study
 resumed with more cheap fidelities keeps its rows and their final scores (the costly part: a
 final fine-tune is minutes a policy) and scores only the added fidelities on them.
@@ -18,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from autoprune.bench.metrics import spearman
@@ -53,6 +57,7 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
     the same outcomes) and its rows kept, when its final fine-tune had the same length; a kept row
     that lacks one of ``cheap`` is scored at it first.
     """
+    from autoprune.executors import make_executor
     from autoprune.pipeline import search_context
     from autoprune.runner import trial_seed
     from autoprune.searchers import make_searcher
@@ -104,37 +109,70 @@ def fidelity_study(task, *, policies: int, cheap: tuple[str, ...] = CHEAP, earli
         log(f"  kept policy {index + 1}: " + ", ".join(f"{f} {100 * row[f]:.2f}%" for f in missing) + " added")
         on_row(study())
     asked = len(draws)
-    while len(rows) < policies and asked < MAX_DRAWS_PER_POLICY * policies:
-        proposed = searcher.ask(1)
-        if not proposed:
-            break
-        policy, number = proposed[0], asked
-        asked += 1
-        seed = trial_seed(0, number)
-        row: dict[str, Any] = {"policy": policy.as_dict(), "number": number, "seconds": {}}
-        for fid in fidelities:
-            out = run_trial(problem.recipe, _request(problem, fid, number, policy, seed))
-            if out.rejected:  # over budget when measured: not a candidate
-                searcher.tell(Trial(number, policy, REJECTED, dict(out.metrics), seed, "random", fid, out.constraint))
-                draws.append({"policy": policy.as_dict(), "rejected": True, "metrics": _plain(out.metrics),
-                              "constraint": out.constraint})
-                row = {}
+    running: deque[tuple[Policy, int, int, Future[list[tuple[str, Any]]]]] = deque()
+    settings = problem.settings
+    with make_executor(settings.executor, workers=settings.workers,
+                       threads_per_worker=problem.scoring.threads) as executor:
+        while True:
+            # keep every worker scoring a policy; rows are kept in the order their policies were drawn
+            while (len(running) < executor.capacity and len(rows) + len(running) < policies
+                   and asked < MAX_DRAWS_PER_POLICY * policies):
+                proposed = searcher.ask(1)
+                if not proposed:
+                    break
+                policy, number = proposed[0], asked
+                asked += 1
+                seed = trial_seed(0, number)
+                requests = [(fid, _request(problem, fid, number, policy, seed)) for fid in fidelities]
+                running.append((policy, number, seed, executor.submit(score_policy, problem.recipe, requests)))
+            if not running:
                 break
-            if fid == fidelities[0]:
-                searcher.tell(Trial(number, policy, COMPLETE, dict(out.metrics), seed, "random", fid, out.constraint))
-                draws.append({"policy": policy.as_dict(), "rejected": False, "metrics": _plain(out.metrics),
-                              "constraint": out.constraint})
-            row[fid] = float(out.metrics["val_accuracy"])
-            row[problem.metric] = float(out.metrics[problem.metric])
-            row["seconds"][fid] = float(out.metrics.get("total_s", 0.0))
-        if row:
-            rows.append(row)
-            for f, s in row["seconds"].items():
-                seconds[f].append(s)
-            log(f"  policy {len(rows)}/{policies}: " + ", ".join(f"{f} {100 * row[f]:.2f}%" for f in fidelities))
-        on_row(study())
+            policy, number, seed, future = running.popleft()
+            row = _row(problem, searcher, draws, policy, number, seed, future.result())
+            if row:
+                rows.append(row)
+                for f, s in row["seconds"].items():
+                    seconds[f].append(s)
+                log(f"  policy {len(rows)}/{policies}: " + ", ".join(f"{f} {100 * row[f]:.2f}%" for f in fidelities))
+            on_row(study())
     log(f"fidelity study: {len(rows)} feasible of {asked} drawn")
     return study()
+
+
+def score_policy(recipe, requests: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Run one policy's trial at each fidelity in turn (on an executor's worker), stopping at a
+    rejection: the first scoring measures the policy and finds it over budget."""
+    from autoprune.trial import run_trial
+
+    outcomes = []
+    for fid, request in requests:
+        out = run_trial(recipe, request)
+        outcomes.append((fid, out))
+        if out.rejected:
+            break
+    return outcomes
+
+
+def _row(problem, searcher, draws: list[dict[str, Any]], policy: Policy, number: int, seed: int,
+         outcomes: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The study's row of one scored policy (empty when rejected); the searcher is told its first
+    scoring and the draw is recorded."""
+    row: dict[str, Any] = {"policy": policy.as_dict(), "number": number, "seconds": {}}
+    first = outcomes[0][0]
+    for fid, out in outcomes:
+        if out.rejected:  # over budget when measured: not a candidate
+            searcher.tell(Trial(number, policy, REJECTED, dict(out.metrics), seed, "random", fid, out.constraint))
+            draws.append({"policy": policy.as_dict(), "rejected": True, "metrics": _plain(out.metrics),
+                          "constraint": out.constraint})
+            return {}
+        if fid == first:
+            searcher.tell(Trial(number, policy, COMPLETE, dict(out.metrics), seed, "random", fid, out.constraint))
+            draws.append({"policy": policy.as_dict(), "rejected": False, "metrics": _plain(out.metrics),
+                          "constraint": out.constraint})
+        row[fid] = float(out.metrics["val_accuracy"])
+        row[problem.metric] = float(out.metrics[problem.metric])
+        row["seconds"][fid] = float(out.metrics.get("total_s", 0.0))
+    return row
 
 
 def _tell_draw(searcher, number: int, policy: Policy, draw: dict[str, Any], fidelity: str) -> None:
