@@ -11,6 +11,7 @@ anchored does not turn a policy over (or under) budget.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,17 @@ def finished_final(trials: list[Trial], best: Trial, model_path: Path) -> Trial 
     return done[-1] if saved == best.policy.as_dict() else None
 
 
+def final_threads(problem, executor) -> int:
+    """Threads of the final fine-tune. It runs alone, so on this machine it gets the threads of all
+    the search's workers together (at most the cores): with ``--workers 2 --threads 1`` the second
+    core would otherwise idle through the longest trial of the run. A Ray task keeps what it
+    reserved. The same for every local executor, so a seed gives the same final on each."""
+    threads = problem.scoring.threads
+    if executor.name == "ray":
+        return threads
+    return max(threads, min(os.cpu_count() or 1, threads * executor.capacity))
+
+
 def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> FinalResult:
     """Final fine-tune of ``best`` (recorded as a ``final`` trial), export and verification.
 
@@ -127,6 +139,7 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
         seed = trial_seed(problem.settings.seed, number)
         ledger.annotate(number, seed=seed, parent_trial=best.number)
         request = replace(problem.template("final"), number=number, policy=best.policy, seed=seed, save_to=str(model_path))
+        request = replace(request, scoring=replace(request.scoring, threads=final_threads(problem, executor)))
         try:
             outcome = executor.submit(run_trial, problem.recipe, request).result()
         except BaseException as exc:  # Ctrl-C, SIGTERM or a failure: the final trial is not left RUNNING

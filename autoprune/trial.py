@@ -245,6 +245,7 @@ def run_trial(recipe: TaskRecipe, request: TrialRequest) -> TrialOutcome:
         with placed(model, device):
             tick = time.perf_counter()
             loss = fine_tune(model, work, request.scoring, fidelity.steps, request.seed)
+            metrics["threads"] = float(torch.get_num_threads())  # what the fine-tune trained with on a CPU
             synchronize(device)
             timings["finetune_s"] = time.perf_counter() - tick
 

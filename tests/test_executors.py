@@ -325,3 +325,21 @@ def test_ray_tasks_reserve_the_requested_fraction_and_threads_follow(tmp_path) -
         assert all(f.result(timeout=TIMEOUT)[1] for f in futures)
     finally:
         executor.shutdown(cancel=True)
+
+
+def test_the_final_fine_tune_gets_the_threads_of_every_worker(tmp_path):
+    """Two process workers of one thread each search; the final fine-tune runs alone afterwards
+    and trains with both threads (the second core would otherwise idle through it)."""
+    import optuna
+
+    from autoprune.cli import main
+
+    run = tmp_path / "run"
+    code = main(["search", "--target", "macs", "--budget", "0.6", "--model", "resnet20:width=4", "--image-size", "16",
+                 "--dense-epochs", "1", "--trials", "2", "--fidelity", "kd:2", "--final-steps", "2",
+                 "--searcher", "random", "--seed", "0", "--executor", "processes", "--workers", "2",
+                 "--threads", "1", "--run-dir", str(run), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    trials = optuna.load_study(study_name="run", storage=f"sqlite:///{run / 'study.db'}").get_trials()
+    threads = {t.user_attrs.get("fidelity"): t.user_attrs.get("threads") for t in trials if t.state.name == "COMPLETE"}
+    assert threads == {"kd:2": 1.0, "final": float(min(2, os.cpu_count() or 1))}
