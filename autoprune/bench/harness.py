@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoprune.atomic import write_text_atomic
 from autoprune.bench.dense import read_sidecar, train_command_for
 from autoprune.bench.fidelity import CHEAP
 from autoprune.bench.finetune_curve import DEFAULT_STEPS
@@ -279,7 +280,8 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
         """results.json with everything finished so far (the sections as they stand now)."""
         result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput, root, storage,
                              time.perf_counter() - started, finetune)
-        (root / "results.json").write_text(json.dumps(to_json(result), indent=1, default=str))
+        # atomic: a bench killed while saving keeps every unit it had (a resume reads this file)
+        write_text_atomic(root / "results.json", json.dumps(to_json(result), indent=1, default=str))
         return result
 
     if "fidelity" in cfg.sections and ok and not study_done(
