@@ -543,6 +543,23 @@ def test_paired_difference_is_by_seed_with_a_bootstrap_interval():
     assert (again.low, again.high) == (ahead.low, ahead.high)  # seeded: a report renders the same
 
 
+
+def test_spearman_interval_brackets_the_correlation_and_narrows_with_more_policies():
+    from autoprune.bench.metrics import spearman_interval
+
+    rng = np.random.default_rng(1)
+    final = rng.normal(size=200)
+    cheap = final + rng.normal(scale=0.5, size=200)  # a cheap score that ranks well, not perfectly
+    wide = spearman_interval(cheap[:30].tolist(), final[:30].tolist())
+    narrow = spearman_interval(cheap.tolist(), final.tolist())
+    assert wide[0] <= spearman(cheap[:30].tolist(), final[:30].tolist()) <= wide[1] < 1
+    assert wide[0] < narrow[0] < spearman(cheap.tolist(), final.tolist()) < narrow[1] <= wide[1] + 1e-9
+    noise = spearman_interval(rng.normal(size=30).tolist(), rng.normal(size=30).tolist())
+    assert noise[0] < 0 < noise[1]  # no correlation: the interval spans zero
+    assert spearman_interval([1, 2, 3, 4], [2, 4, 6, 8]) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in spearman_interval([1, 2], [2, 1]))  # too few pairs to correlate
+    assert spearman_interval(cheap[:30].tolist(), final[:30].tolist()) == wide  # seeded
+
 def test_paired_rows_mark_only_intervals_that_exclude_zero():
     from autoprune.bench.markdown import paired_rows
 

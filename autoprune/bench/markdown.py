@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autoprune.bench.metrics import mean_sd, paired_difference, trials_to_within
+from autoprune.bench.metrics import mean_sd, paired_difference, spearman_interval, trials_to_within
 from autoprune.objectives import format_metric
 
 VIEW_TITLES = {"trials": "Same number of scored trials", "time": "Same wall-clock budget"}
@@ -289,9 +289,15 @@ def fidelity_section(result, figures: Path, out_dir: Path) -> list[str]:
              f"with inner feature distillation) and by the final fine-tune ({f['final_steps']} steps), with the same "
              "seed; final = validation accuracy after the final fine-tune.", ""]
     med = f["median_s"]
-    rows = [[f"`{c}`", "–" if (rho := f["spearman"].get(f"{c} vs final", math.nan)) != rho else f"{rho:.3f}",
-             "–" if med.get(c) is None else f"{med[c]:.1f}"] for c in cheap]
-    lines += _table(["cheap score", "Spearman ρ with final", "median s per policy"], rows)
+    rows = []
+    for c in cheap:
+        rho = f["spearman"].get(f"{c} vs final", math.nan)
+        pairs = [(r[c], r["final"]) for r in f["rows"] if c in r and "final" in r]
+        low, high = spearman_interval([a for a, _ in pairs], [b for _, b in pairs])
+        rows.append([f"`{c}`", "–" if rho != rho else f"{rho:.3f}", "–" if low != low else f"{low:.2f} to {high:.2f}",
+                     "–" if med.get(c) is None else f"{med[c]:.1f}"])
+    lines += _table(["cheap score", "Spearman ρ with final", "95% interval (bootstrap over policies)",
+                     "median s per policy"], rows)
     if med.get("final") is not None:
         lines += ["", f"The final fine-tune took a median {med['final']:.1f} s per policy."]
     if "chosen" in f:

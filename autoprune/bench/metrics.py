@@ -88,6 +88,31 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+
+def spearman_interval(x: Sequence[float], y: Sequence[float], *, level: float = 0.95, resamples: int = 2_000,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``spearman(x, y)``, resampling the pairs (seeded, so a
+    report renders the same interval every time); nan where the correlation is undefined. With 30
+    policies a Spearman of 0.8 is known to about +-0.1: the interval says how firmly a fidelity
+    clears the target."""
+    if math.isnan(spearman(x, y)):
+        return math.nan, math.nan
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(x), (resamples, len(x)))
+    rx = rankdata(np.asarray(x, dtype=float)[pick], axis=1)  # ties averaged, as spearman() does
+    ry = rankdata(np.asarray(y, dtype=float)[pick], axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    norm = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    ok = norm > 0  # a resample of one distinct value has no correlation
+    draws = (rx * ry).sum(axis=1)[ok] / norm[ok]
+    if not len(draws):
+        return math.nan, math.nan
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Mean over seeds of ``searcher - baseline`` and its bootstrap confidence interval."""
