@@ -116,7 +116,7 @@ def final_threads(problem, executor) -> int:
     """Threads of the final fine-tune. It runs alone, so on this machine it gets the threads of all
     the search's workers together (at most the cores): with ``--workers 2 --threads 1`` the second
     core would otherwise idle through the longest trial of the run. A Ray task keeps what it
-    reserved. The same for every local executor, so a seed gives the same final on each."""
+    reserved. Inline with 2 threads and 2 process workers of 1 thread both finalise with 2."""
     threads = problem.scoring.threads
     if executor.name == "ray":
         return threads
