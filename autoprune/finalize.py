@@ -51,13 +51,16 @@ def candidates(trials: list[Trial]) -> list[Trial]:
 PICK_MARGIN = 0.03
 
 
-def pick(problem, trials: list[Trial], *, recheck: int = 5, margin: float = PICK_MARGIN, log=print) -> Trial:
+def pick(problem, trials: list[Trial], *, recheck: int = 5, margin: float = PICK_MARGIN, log=print,
+         readings: dict[int, float] | None = None) -> Trial:
     """The most accurate candidate whose re-measured cost is within budget with ``margin`` to spare.
 
     Latency only (MACs and parameters are exact): up to ``recheck`` of the most accurate
     candidates are re-measured in order; the first at or under ``(1 - margin) x limit`` wins.
     Failing that, the most accurate one re-measured within the limit at all; failing that, the
-    fastest (the machine may be busy), each said in the log.
+    fastest (the machine may be busy), each said in the log. ``readings`` (trial number -> ms),
+    when given, keeps each re-measurement and reuses it: picks from overlapping sets of trials
+    then agree on the trials they share instead of on two noisy readings.
     """
     ranked = candidates(trials)
     if not ranked:
@@ -69,8 +72,13 @@ def pick(problem, trials: list[Trial], *, recheck: int = 5, margin: float = PICK
     safe = (1.0 - margin) * problem.limit
     measured: list[tuple[float, Trial]] = []
     for trial in ranked[:recheck]:
-        model, _ = slim(problem.task, problem.space, trial.policy, problem.settings.criterion, problem.settings.seed)
-        latency = anchored_latency(problem, model)["latency_ms"]
+        if readings is not None and trial.number in readings:
+            latency = readings[trial.number]
+        else:
+            model, _ = slim(problem.task, problem.space, trial.policy, problem.settings.criterion, problem.settings.seed)
+            latency = anchored_latency(problem, model)["latency_ms"]
+            if readings is not None:
+                readings[trial.number] = latency
         if latency <= safe:
             return trial
         measured.append((latency, trial))

@@ -86,3 +86,19 @@ def test_pick_against_a_device_table_takes_the_most_accurate_without_reading_aga
     remeasure.update(table)
     assert finalize.pick(_problem(table="phone.json"), trials, log=lambda _m: None).number == 0
     assert remeasure["taken"] == []
+
+
+def test_picks_sharing_readings_agree_on_the_trials_they_share(remeasure):
+    """The bench's two views pick from overlapping prefixes of one search: with a shared
+    ``readings`` memo the candidate near the limit is judged once, not once per view by a noisy
+    second reading (here the second reading of trial 0 would have had room to spare)."""
+    trials, table = _candidates([9.9, 9.0])
+    remeasure.update(table)
+    readings: dict[int, float] = {}
+    first = finalize.pick(_problem(), trials, log=lambda _m: None, readings=readings)
+    remeasure[id(trials[0].policy)] = 9.0  # what a fresh reading of trial 0 would now say
+    again = finalize.pick(_problem(), trials, log=lambda _m: None, readings=readings)
+    assert first.number == again.number == 1
+    assert readings == {0: 9.9, 1: 9.0} and remeasure["taken"] == [9.9, 9.0]
+    fresh = finalize.pick(_problem(), trials, log=lambda _m: None)
+    assert fresh.number == 0, "without the memo the second reading decides"

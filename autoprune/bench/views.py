@@ -117,12 +117,13 @@ def finish_views(problem, ledger, run: Anytime, results: list[RunResult], execut
     from autoprune.finalize import finalize, pick
 
     finals: dict[int, object] = {}
+    readings: dict[int, float] = {}  # the views share their re-measurements: one trial, one verdict
     for res in results:
         if res.error is not None:
             continue
         cutoff = res.loop_s
         try:
-            best = pick(problem, run.prefix(cutoff), log=lambda _m: None)
+            best = pick(problem, run.prefix(cutoff), log=lambda _m: None, readings=readings)
             if best.number not in finals:
                 here = dataclasses.replace(problem, run_dir=Path(problem.run_dir) / res.view)
                 here.run_dir.mkdir(parents=True, exist_ok=True)
