@@ -114,6 +114,18 @@ def test_merged_runs_plot_their_final_cost_against_their_own_limit():
     assert relative_cost(second, 0.3 * 22.2, 22.2) == pytest.approx(0.31)
     absolute = RunResult("t", "trials", "a", 0, "s", "d", final_cost=5.0)  # no limit recorded
     assert relative_cost(absolute, 6.0, 20.0) == pytest.approx(0.25)
+    # the table's cost column reads each run against its own limit too, not ms averaged across anchors
+    assert view_rows([first, second], ["a"], "latency_ms", None)[0][2] == f"{(0.29 / 0.3 + 0.31 / 0.3) / 2:.3f}"
+
+
+def test_cost_table_overhead_counts_every_worker():
+    """Two trials at once: 60 s of wall time offer 120 worker-seconds; 114 s of fine-tune and
+    evaluation in them leave 5% overhead (not the -90% that dividing by the wall time alone gives)."""
+    from autoprune.bench.markdown import cost_rows
+
+    run = RunResult("t", "trials", "a", 0, "s", "d", scored=2, wall_s=60.0, finetune_s=110.0, evaluate_s=4.0)
+    assert cost_rows([run], ["a"], workers=2)[0][-1] == "5%"
+    assert cost_rows([run], ["a"], workers=1)[0][-1] == "-90%"
 
 
 def test_small_statistics():

@@ -112,13 +112,6 @@ class RunResult:
     error: str | None = None
     code: str = ""  # the autoprune commit that ran it (``code_version``), so a merged report can say
 
-    @property
-    def overhead(self) -> float:
-        """Fraction of the search's wall time not spent fine-tuning or evaluating."""
-        if self.wall_s <= 0:
-            return math.nan
-        return (self.wall_s - self.finetune_s - self.evaluate_s) / self.wall_s
-
 
 @dataclass
 class BenchResult:

@@ -82,9 +82,10 @@ def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, refere
         mine = [r for r in runs if r.searcher == name]
         if not mine:
             continue
-        ok = [r for r in mine if r.final_cost is not None]
-        cost_mean, _, n = mean_sd([r.final_cost for r in ok])
-        cost = "–" if n == 0 else f"{format_metric(metric, cost_mean)} / {format_metric(metric, mine[0].limit)}"
+        # as a fraction of each run's own limit: a resumed bench re-reads the dense latency, so the
+        # limits in ms of runs from different invocations differ while the budget (0.5 of dense) does not
+        fractions = [f for f in (_pick_fraction(r) for r in mine) if f is not None]
+        cost = "–" if not fractions else f"{sum(fractions) / len(fractions):.3f}"
         hv_mean, hv_sd, _ = mean_sd([r.hypervolume for r in mine])
         reach = [trials_to_within(r.curve, reference) if reference is not None else None for r in mine]
         scored_mean, _, _ = mean_sd([r.scored for r in mine])
@@ -137,9 +138,12 @@ def paired_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]
     return rows
 
 
-def cost_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]]:
-    """Median seconds per phase per scored trial, seconds per trial overall, overhead fraction."""
+def cost_rows(runs: Sequence[Any], searchers: Sequence[str], workers: int = 1) -> list[list[str]]:
+    """Median seconds per phase per scored trial, seconds per trial overall, overhead fraction of
+    the worker time (wall x ``workers`` trials at once)."""
     import statistics
+
+    from autoprune.bench.throughput import overhead_fraction
 
     rows = []
     for name in searchers:
@@ -151,7 +155,7 @@ def cost_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]]:
             vals = [r.phases[phase] for r in mine if phase in r.phases]
             cells.append(f"{statistics.median(vals):.2f}" if vals else "–")
         per_trial = statistics.median(r.wall_s / r.scored for r in mine)
-        overhead, _, _ = mean_sd([r.overhead for r in mine])
+        overhead, _, _ = mean_sd([overhead_fraction(r.wall_s, r.finetune_s + r.evaluate_s, workers) for r in mine])
         rows.append([f"`{name}`", *cells, f"{per_trial:.2f}", f"{100 * overhead:.0f}%"])
     return rows
 
@@ -159,14 +163,22 @@ def cost_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]]:
 def scale_section(result) -> list[str]:
     cfg = result.config
     tasks = result.tasks
-    lines = ["## What was scaled down", ""]
+    scaled = cfg.quick or any(t.settings.train_limit is not None or t.settings.val_limit is not None for t in tasks)
+    lines = ["## What was scaled down" if scaled else "## Scale", ""]
     if cfg.quick:
         lines += ["**Quick mode (`--quick`)**: tiny subsets and a handful of cheap trials, to check that the harness "
                   "works end to end. These numbers say nothing about the searchers.", ""]
-    lines += ["To fit about two hours (a couple of hours at most) on this machine, each search scores candidates on subsets of the training "
-              "images (`train_limit`, for BN recalibration and distillation) and of the validation split "
-              "(`val_limit`), with a short distillation fidelity, few trials and a short final fine-tune. The test "
-              "split is never subsampled: every final figure is on all of it.", ""]
+    if scaled:
+        lines += ["To fit about two hours (a couple of hours at most) on this machine, a task with a `train_limit` "
+                  "or `val_limit` scores candidates on subsets of the training images (for BN recalibration and "
+                  "distillation) and of the validation split, with a short distillation fidelity, few trials and a "
+                  "short final fine-tune. The test split is never subsampled: every final figure is on all of it.", ""]
+    else:
+        lines += ["Every search scores candidates on the whole training split (BN recalibration and distillation) "
+                  "and the whole validation split, at the search fidelity and with the final fine-tune below "
+                  "(`docs/benchmarks.md` says how they were chosen: the cheapest fidelity whose Spearman with the "
+                  "final accuracy reached 0.8, and the knee of the fine-tune curve). The test split is never "
+                  "subsampled.", ""]
     def used(t, key: str, limit: int | None) -> str:
         n = t.dense.get(f"{key}_images")
         return f"{n} (limit {limit or 'none'})" if n is not None else str(limit or "all")
@@ -176,10 +188,11 @@ def scale_section(result) -> list[str]:
              str(t.dense.get("test_images", "all")), str(cfg.seeds)] for t in tasks]
     lines += _table(["task", "trials", "search fidelity", "final steps", "train images", "val images", "test images",
                      "seeds"], rows)
-    lines += ["", "The same recipes at full scale are what a user with a GPU (or many cores) runs, e.g. "
-              "`autoprune bench --trials 100 --set train_limit=null --set val_limit=null --set fidelity=kd:500 "
-              "--set final_steps=5000`.", ""]
-    return lines
+    if scaled:
+        lines += ["", "The same recipes at full scale are what a user with a GPU (or many cores) runs, e.g. "
+                  "`autoprune bench --trials 30 --set train_limit=null --set val_limit=null --set fidelity=kd:300 "
+                  "--set final_steps=3000` (the settings of the full-scale ResNet-20 recipes).", ""]
+    return lines + [""]
 
 
 def dense_section(result) -> list[str]:
@@ -208,7 +221,8 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
     lines = [f"## Task `{task.name}`: {task.settings.model}, {task.settings.target} ≤ {task.settings.budget} of dense", ""]
     if task.error:
         return lines + [f"Skipped: {task.error}", ""]
-    header = ["searcher", "test acc (%) mean ± sd", f"measured {d['metric']} / budget", "within budget",
+    workers = 1 if task.settings.executor == "inline" else task.settings.workers
+    header = ["searcher", "test acc (%) mean ± sd", f"pick's measured {d['metric']} / budget (mean)", "within budget",
               "hypervolume", "trials to within 0.5 pt (per seed)", "scored", "search s", "errors"]
     for view in ("trials", "time"):
         runs = [r for r in result.runs if r.task == task.name and r.view == view]
@@ -252,10 +266,10 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
             lines += [f"![best so far against trials]({os.path.relpath(curve, out_dir)})", ""]
             lines += ["#### Cost per scored trial (median seconds per phase)", ""]
             lines += _table(["searcher", "prune", "measure", "finetune", "evaluate", "wall s per scored trial",
-                             "overhead"], cost_rows(runs, cfg.searchers))
-            lines += ["", "Overhead: the search's wall time (searcher set-up, asking, pruning, measuring, rejected "
-                      "policies, the ledger) minus the fine-tune and evaluation time, as a fraction of the wall time.",
-                      ""]
+                             "overhead"], cost_rows(runs, cfg.searchers, workers))
+            lines += ["", "Overhead: the worker time available (wall × trials at once"
+                      f", here {workers}) not spent fine-tuning or evaluating (searcher set-up, asking, pruning, "
+                      "measuring, rejected policies, the ledger, idle workers), as a fraction of it.", ""]
         lines += [f"_{provenance(result)}_", ""]
     mine = [r for r in result.runs if r.task == task.name]
     missing = [f"`{name}` seed {seed}" for name in cfg.searchers for seed in range(cfg.seeds)
