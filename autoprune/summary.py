@@ -46,7 +46,7 @@ def over_budget(summary: dict[str, Any]) -> str | None:
 
 def machine() -> dict[str, Any]:
     """The CPU model, its core count and the platform the latencies were measured on."""
-    from autoprune.bench.markdown import cpu_model
+    from autoprune.bench.machine import cpu_model
 
     return {"cpu": cpu_model(), "cores": os.cpu_count() or 1, "platform": platform.platform()}
 

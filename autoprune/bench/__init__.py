@@ -4,7 +4,7 @@
 - ``metrics``: hypervolume, best-so-far, trials to within 0.5 points, Spearman.
 - ``fidelity``: rank correlation of the cheap scores with final accuracy.
 - ``throughput``: scored trials per minute per executor and worker count; overhead.
-- ``markdown`` / ``plots``: BENCHMARKS.md and its figures.
+- ``markdown`` / ``plots``: BENCHMARKS.md and its figures; ``machine``: the machine and versions behind them.
 - ``dense``: ``autoprune train``, the training command of the dense reference models.
 - ``command``: the CLI arguments of ``bench`` and ``train``.
 """

@@ -184,6 +184,6 @@ def train_reference(spec: TrainSpec, command: str, *, log=print) -> dict[str, An
 
 
 def _versions() -> dict[str, str]:
-    from autoprune.bench.markdown import package_versions
+    from autoprune.bench.machine import package_versions
 
     return package_versions()

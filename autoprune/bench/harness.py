@@ -240,7 +240,8 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     """Run every section the config asks for and write BENCHMARKS.md, figures and results.json."""
     from autoprune.bench.fidelity import fidelity_study, study_done
     from autoprune.bench.finetune_curve import finetune_curve
-    from autoprune.bench.markdown import machine_info, write_markdown
+    from autoprune.bench.machine import machine_info
+    from autoprune.bench.markdown import write_markdown
     from autoprune.bench.throughput import throughput_study
     from autoprune.bench.views import run_views
 
