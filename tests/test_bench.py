@@ -653,3 +653,12 @@ def test_a_training_continued_with_init_records_its_history_and_refuses_another_
     (tmp_path / "bare.pt").write_bytes(first.out.read_bytes())
     with pytest.raises(UserError, match="no training record"):
         train_reference(TrainSpec(out=tmp_path / "d.pt", epochs=1, init=str(tmp_path / "bare.pt"), **common), "d")
+
+
+def test_units_run_seed_by_seed_with_random_first():
+    """A bench spread over sessions compares every searcher at seed 0 before adding seeds, and
+    random seed 0, which sets the equal-time budget, runs before anything else."""
+    from autoprune.bench.views import unit_order
+
+    assert unit_order(("tpe", "random", "uniform"), 2) == [
+        ("random", 0), ("tpe", 0), ("uniform", 0), ("random", 1), ("tpe", 1), ("uniform", 1)]

@@ -149,9 +149,12 @@ def forget_unfinished(storage: str, study_name: str) -> None:
         pass
 
 
-def searcher_order(searchers: tuple[str, ...]) -> list[str]:
-    """``random`` first: its seed-0 search sets the equal-time budget of the others."""
-    return sorted(searchers, key=lambda name: name != "random")
+def unit_order(searchers: tuple[str, ...], seeds: int) -> list[tuple[str, int]]:
+    """(searcher, seed) units, seed by seed: a bench that takes several sessions has every searcher
+    at seed 0 before any at seed 1, so a partial report compares them all. ``random`` comes first
+    in each seed: its seed-0 search sets the equal-time budget of the others."""
+    first = sorted(searchers, key=lambda name: name != "random")
+    return [(searcher, seed) for seed in range(seeds) for searcher in first]
 
 
 def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs: list[RunResult],
@@ -174,31 +177,30 @@ def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs:
         budget = time_limits[task.name]
     code = code_version()
     with executor:
-        for searcher in searcher_order(cfg.searchers):
-            for seed in range(cfg.seeds):
-                if (searcher, seed) in done:
-                    continue
-                run_dir = root / task.name / f"{searcher}-s{seed}"
-                forget_unfinished(storage, f"{task.name}/{searcher}/seed{seed}")
-                p, ledger, run = anytime_search(problem, searcher=searcher, seed=seed, trials=s.trials, min_time=budget,
-                                                storage=storage, run_dir=run_dir, executor=executor, task=task.name)
-                if budget is None:  # the first search (random, seed 0) sets the equal-time budget
-                    budget = run.time_to_scored(s.trials, s.fidelity) if run.error is None else None
-                    if budget is None or budget <= 0:
-                        budget = QUICK_TIME_LIMIT_S if cfg.quick else 600.0
-                if "time" in views:
-                    time_limits[task.name] = budget
-                to_trials = run.time_to_scored(s.trials, s.fidelity)
-                reached_trials = sum(t.scored and t.fidelity == s.fidelity for t in run.trials) >= s.trials
-                cutoffs = {"trials": (to_trials, reached_trials), "time": (budget, run.loop_s >= budget)}
-                mine = [view_result(p, run, view=v, task=task.name, searcher=searcher, seed=seed,
-                                    cutoff=cutoffs[v][0], reached=cutoffs[v][1]) for v in views]
-                finish_views(p, ledger, run, mine, executor)
-                for r in mine:
-                    r.code = code
-                runs.extend(mine)
-                on_run()
-                for r in mine:
-                    final = f"final test {r.final_test:.4f}" if r.final_test is not None else f"error: {r.error}"
-                    log(f"[{task.name} {r.view}] {searcher} seed {seed}: {r.scored} scored in {r.loop_s:.0f} s, "
-                        f"HV {r.hypervolume:.4f}, {final}")
+        for searcher, seed in unit_order(cfg.searchers, cfg.seeds):
+            if (searcher, seed) in done:
+                continue
+            run_dir = root / task.name / f"{searcher}-s{seed}"
+            forget_unfinished(storage, f"{task.name}/{searcher}/seed{seed}")
+            p, ledger, run = anytime_search(problem, searcher=searcher, seed=seed, trials=s.trials, min_time=budget,
+                                            storage=storage, run_dir=run_dir, executor=executor, task=task.name)
+            if budget is None:  # the first search (random, seed 0) sets the equal-time budget
+                budget = run.time_to_scored(s.trials, s.fidelity) if run.error is None else None
+                if budget is None or budget <= 0:
+                    budget = QUICK_TIME_LIMIT_S if cfg.quick else 600.0
+            if "time" in views:
+                time_limits[task.name] = budget
+            to_trials = run.time_to_scored(s.trials, s.fidelity)
+            reached_trials = sum(t.scored and t.fidelity == s.fidelity for t in run.trials) >= s.trials
+            cutoffs = {"trials": (to_trials, reached_trials), "time": (budget, run.loop_s >= budget)}
+            mine = [view_result(p, run, view=v, task=task.name, searcher=searcher, seed=seed,
+                                cutoff=cutoffs[v][0], reached=cutoffs[v][1]) for v in views]
+            finish_views(p, ledger, run, mine, executor)
+            for r in mine:
+                r.code = code
+            runs.extend(mine)
+            on_run()
+            for r in mine:
+                final = f"final test {r.final_test:.4f}" if r.final_test is not None else f"error: {r.error}"
+                log(f"[{task.name} {r.view}] {searcher} seed {seed}: {r.scored} scored in {r.loop_s:.0f} s, "
+                    f"HV {r.hypervolume:.4f}, {final}")
