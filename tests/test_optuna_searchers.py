@@ -219,3 +219,39 @@ def test_gp_screens_few_proposals_per_policy_so_its_data_stays_small():
         assert len(searcher.ask(1)) == 1
     assert searcher.max_screened < OptunaSearcher.max_screened
     assert (searcher.screened, searcher.fallbacks) == (3 * searcher.max_screened, 3)
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp", "cmaes"])
+def test_a_model_based_sampler_starts_from_uniforms_first_policy(name):
+    """Under a budget the first proposal is the policy `uniform` tries first, the least pruned
+    uniform policy estimated within the budget; a ledger that holds it already is not asked again."""
+    from autoprune.searchers.baselines import UniformSearcher, uniform_start
+
+    problem = ToyProblem.make(seed=1)
+    ctx = problem.context(3)
+    start = uniform_start(ctx)
+    baseline = UniformSearcher()
+    baseline.setup(ctx)
+    assert start is not None and start == baseline.ask(1)[0]
+    assert ctx.estimate(start) <= ctx.limit
+    searcher = optuna_searcher(name)
+    searcher.setup(ctx)
+    assert searcher.ask(1)[0] == start
+    told = optuna_searcher(name)
+    told.setup(ctx)
+    told.tell(Trial(0, start, COMPLETE, {"val_accuracy": 0.5}, fidelity="kd:5", constraint=-0.01))
+    assert start not in told.ask(4)
+
+
+def test_qmc_nsga2_and_a_front_search_have_no_starting_policy():
+    from autoprune.searchers.baselines import uniform_start
+
+    problem = ToyProblem.make(seed=1)
+    start = uniform_start(problem.context(3))
+    for name in ("qmc", "nsga2"):
+        searcher = optuna_searcher(name)
+        searcher.setup(problem.context(3))
+        assert searcher.ask(1)[0] != start, name
+    front = optuna_searcher("tpe")
+    front.setup(problem.context(3, front=True))
+    assert front.ask(1)[0] != start

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -92,22 +93,46 @@ class UniformSearcher(_SweepSearcher):
     """
 
     name = "uniform"
-    step = 0.0025
 
     def _candidates(self) -> list[Policy]:
-        space = self.context.space
-        top = max(c for v in space.variables for c in v.choices)
-        return [self._at(t) for t in np.arange(0.0, top + self.step / 2, self.step)]
+        return uniform_sweep(self.context.space)
 
-    def _at(self, t: float) -> Policy:
-        space = self.context.space
 
-        def miss(var, choice: float) -> float:
-            slots = [space.slot(name) for name in var.slots]
-            return sum(abs(s.kept(choice) - s.channels * (1.0 - t)) / s.channels for s in slots)
+UNIFORM_STEP = 0.0025
 
-        # Ties go to the less pruned choice, so the sweep stays monotone in cost.
-        return space.policy({v.name: min(v.choices, key=lambda c, v=v: (miss(v, c), c)) for v in space.variables})
+
+def uniform_sweep(space, step: float = UNIFORM_STEP) -> list[Policy]:
+    """``uniform``'s candidates, least pruned first: kept fraction ``1 - t`` everywhere, per-slot
+    rounding, ``t`` in steps of ``step`` (duplicates removed)."""
+    top = max(c for v in space.variables for c in v.choices)
+    return _dedupe([_uniform_at(space, t) for t in np.arange(0.0, top + step / 2, step)])
+
+
+def _uniform_at(space, t: float) -> Policy:
+    def miss(var, choice: float) -> float:
+        slots = [space.slot(name) for name in var.slots]
+        return sum(abs(s.kept(choice) - s.channels * (1.0 - t)) / s.channels for s in slots)
+
+    # Ties go to the less pruned choice, so the sweep stays monotone in cost.
+    return space.policy({v.name: min(v.choices, key=lambda c, v=v: (miss(v, c), c)) for v in space.variables})
+
+
+def uniform_start(context) -> Policy | None:
+    """The policy ``uniform`` would try first: its least pruned one within the budget by the
+    cheap estimate (measured where there is none). Where the learning searchers (the Optuna
+    samplers, ``emo``) begin, so that a search starts from the baseline it must beat; None
+    without a finite budget or when no uniform policy looks feasible."""
+    if not math.isfinite(context.limit):
+        return None
+    if context.estimate is not None:
+        def within(policy: Policy) -> bool:
+            estimate = context.estimate(policy)
+            return estimate is not None and estimate <= context.limit
+    else:
+        within = context.feasible
+    candidates = uniform_sweep(context.space)
+    start = _first_feasible(candidates, within)
+    return None if start is None else candidates[start]
 
 
 class GlobalSearcher(_SweepSearcher):
