@@ -662,3 +662,14 @@ def test_units_run_seed_by_seed_with_random_first():
 
     assert unit_order(("tpe", "random", "uniform"), 2) == [
         ("random", 0), ("tpe", 0), ("uniform", 0), ("random", 1), ("tpe", 1), ("uniform", 1)]
+
+
+def test_the_time_view_names_the_searches_that_shared_the_machine():
+    from autoprune.bench.markdown import busy_note
+
+    quiet = RunResult("t", "time", "random", 0, "s", "d", load=2.2)
+    busy = RunResult("t", "time", "random", 1, "s", "d", load=3.4)
+    old = RunResult("t", "time", "tpe", 0, "s", "d")  # recorded before loads were
+    assert busy_note([quiet, old], workers=2) == []
+    note = " ".join(busy_note([quiet, busy, old], workers=2))
+    assert "`random` seed 1 (3.4)" in note and "seed 0" not in note

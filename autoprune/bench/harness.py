@@ -111,6 +111,9 @@ class RunResult:
     within_budget: bool | None = None
     error: str | None = None
     code: str = ""  # the autoprune commit that ran it (``code_version``), so a merged report can say
+    # The machine's 15-minute load average as the search ended: the equal-time view assumes the
+    # bench has the machine to itself, and a search that shared it scored fewer trials in its time.
+    load: float | None = None
 
 
 @dataclass

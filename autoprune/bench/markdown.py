@@ -129,6 +129,19 @@ def cost_rows(runs: Sequence[Any], searchers: Sequence[str], workers: int = 1) -
     return rows
 
 
+def busy_note(runs: Sequence[Any], workers: int) -> list[str]:
+    """The searches that shared the machine (a 15-minute load average at their end more than half
+    a core above the bench's own workers): in the equal-time view they had less of it."""
+    busy = sorted({(r.searcher, r.seed, r.load) for r in runs
+                   if getattr(r, "load", None) is not None and r.load > workers + 0.5})
+    if not busy:
+        return []
+    named = ", ".join(f"`{name}` seed {seed} ({load:.1f})" for name, seed, load in busy)
+    return [f"Searches that shared the machine with other work (15-minute load average at their end; the "
+            f"bench's {workers} worker(s) alone keep it near {workers}): {named}. They scored fewer trials in "
+            "this view than on an idle machine.", ""]
+
+
 def scale_section(result) -> list[str]:
     cfg = result.config
     tasks = result.tasks
@@ -204,6 +217,8 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                    "set by the recipe's `time_limit`" if task.settings.time_limit is not None else
                    f"the time `random` with seed 0 took for {task.settings.trials} scored trials"))
         lines += [f"### {VIEW_TITLES[view]} ({what}, {cfg.seeds} seed(s))", ""]
+        if view == "time":
+            lines += busy_note(runs, workers)
         if view == "trials":
             lines += ["Both views read one search per searcher and seed, which runs until it has both scored its "
                       "trials and spent the time budget: this view is the search up to its last counted trial, "

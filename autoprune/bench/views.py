@@ -15,6 +15,7 @@ The time budget is the loop time that ``random`` with seed 0 needed for ``trials
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -184,6 +185,7 @@ def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs:
             forget_unfinished(storage, f"{task.name}/{searcher}/seed{seed}")
             p, ledger, run = anytime_search(problem, searcher=searcher, seed=seed, trials=s.trials, min_time=budget,
                                             storage=storage, run_dir=run_dir, executor=executor, task=task.name)
+            load = os.getloadavg()[2] if hasattr(os, "getloadavg") else None
             if budget is None:  # the first search (random, seed 0) sets the equal-time budget
                 budget = run.time_to_scored(s.trials, s.fidelity) if run.error is None else None
                 if budget is None or budget <= 0:
@@ -197,7 +199,7 @@ def run_views(cfg: BenchConfig, task: TaskSetup, storage: str, root: Path, runs:
                                 cutoff=cutoffs[v][0], reached=cutoffs[v][1]) for v in views]
             finish_views(p, ledger, run, mine, executor)
             for r in mine:
-                r.code = code
+                r.code, r.load = code, load
             runs.extend(mine)
             on_run()
             for r in mine:
