@@ -124,13 +124,13 @@ def paired_latency(model: nn.Module, dense: nn.Module, settings: CostSettings, r
 
 
 def anchored_reading(model: nn.Module, dense: nn.Module, settings: CostSettings,
-                     dense_anchor_ms: float | None) -> dict[str, float]:
+                     dense_anchor_ms: float | None, rounds: int = 3) -> dict[str, float]:
     """A steady ``latency_ms`` of ``model`` in the units of a latency limit.
 
     With ``dense_anchor_ms`` (a budget set as a fraction of the dense model's latency): the paired
     ratio to ``dense`` times the anchor, so drift cancels (``latency_ratio``; the raw reading is
-    ``latency_ms_now``). Without: the median of three readings."""
+    ``latency_ms_now``). Without: the median of ``rounds`` readings."""
     if dense_anchor_ms is None:
-        return {"latency_ms": steady_latency(model, settings)}
-    now, ratio = paired_latency(model, dense, settings)
+        return {"latency_ms": steady_latency(model, settings, rounds)}
+    now, ratio = paired_latency(model, dense, settings, rounds)
     return {"latency_ms": ratio * dense_anchor_ms, "latency_ms_now": now, "latency_ratio": ratio}
