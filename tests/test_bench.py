@@ -608,6 +608,17 @@ def test_resume_keeps_finished_units_and_runs_only_the_missing_ones(bench, tmp_p
     assert {r["view"] for r in after if r["searcher"] == "uniform"} == {"trials", "time"}
     assert all(r["code"] for r in after if r["searcher"] == "uniform")
     assert "Missing from this task" not in out.read_text()
+    # --redo drops a finished unit and runs it again; the others stay as they were
+    marked = json.loads((copy / "results.json").read_text())
+    for r in marked["runs"]:
+        r["code"] = "old"
+    (copy / "results.json").write_text(json.dumps(marked))
+    assert main([*argv, "--resume", str(copy), "--redo", "random:0,tpe:3"]) == 0
+    again = json.loads((copy / "results.json").read_text())["runs"]
+    assert {r["code"] != "old" for r in again if r["searcher"] == "random"} == {True}
+    assert {r["code"] for r in again if r["searcher"] == "uniform"} == {"old"}
+    assert main([*argv, "--resume", str(copy), "--redo", "random"]) == 2
+    assert main([*argv, "--redo", "random:0"]) == 2
 
 
 def test_paper_table_gives_each_searchers_change_against_dense_beside_the_published_deltas():

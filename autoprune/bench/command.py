@@ -38,6 +38,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                    "(the full grid) [default: headline]")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted bench run in RUN_DIR: every "
                    "(task, searcher, seed) already in its results.json is kept and skipped")
+    p.add_argument("--redo", metavar="SEARCHER:SEED,...", help="with --resume: drop these finished units' results "
+                   "(every task's) and run them again, e.g. after a fix that changes them (random:0,tpe:0)")
     p.add_argument("--study", action="append", help="a bench recipe (repeatable) [default: the ResNet-20 latency 0.5 and 0.3 and MobileNetV2 "
                    "MACs 0.5 recipes in studies/; --quick the first]")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -147,7 +149,23 @@ def bench_config(args: argparse.Namespace, command: str):
         throughput_trials=args.throughput_trials or (QUICK_THROUGHPUT_TRIALS if quick else THROUGHPUT_TRIALS),
         overrides=parse_overrides(args.set), cache_dir=args.cache_dir, command=command,
         resume=_resume_dir(getattr(args, "resume", None)),
+        redo=_redo(getattr(args, "redo", None), getattr(args, "resume", None)),
     )
+
+
+def _redo(text: str | None, resume: str | None) -> tuple[tuple[str, int], ...]:
+    """``--redo random:0,tpe:1``: (searcher, seed) units to run again in a resumed bench."""
+    if not text:
+        return ()
+    if resume is None:
+        raise UserError("--redo drops finished units of a resumed bench: give --resume RUN_DIR with it")
+    units = []
+    for item in text.split(","):
+        name, _, seed = item.strip().partition(":")
+        if not name or not seed.isdigit():
+            raise UserError(f"--redo {item.strip()!r}: give SEARCHER:SEED, e.g. random:0")
+        units.append((name, int(seed)))
+    return tuple(units)
 
 
 def _cheap(text: str | None, quick: bool) -> tuple[str, ...]:

@@ -67,6 +67,7 @@ class BenchConfig:
     cache_dir: str | None = None
     command: str = "autoprune bench"
     resume: Path | None = None  # an interrupted run directory whose finished units are kept
+    redo: tuple[tuple[str, int], ...] = ()  # (searcher, seed) units of ``resume`` to drop and run again
 
 
 @dataclass
@@ -324,6 +325,11 @@ def _earlier_result(cfg: BenchConfig, log: Log) -> BenchResult | None:
     from autoprune.cli import parser
 
     earlier = load_result(cfg.resume, parser())
+    if cfg.redo:
+        dropped = {(r.searcher, r.seed) for r in earlier.runs} & set(cfg.redo)
+        earlier.runs = [r for r in earlier.runs if (r.searcher, r.seed) not in dropped]
+        log(f"--redo: {len(dropped)} unit(s) dropped to run again: "
+            + (", ".join(f"{name} seed {seed}" for name, seed in sorted(dropped)) or "none of them had finished"))
     done = {(r.task, r.searcher, r.seed) for r in earlier.runs}
     log(f"resuming {cfg.resume}: {len(done)} finished (task, searcher, seed) units kept"
         + (", the short sections kept where done" if earlier.fidelity or earlier.throughput or earlier.finetune else ""))
