@@ -299,10 +299,18 @@ def search_context(problem: Problem) -> SearchContext:
                 shapes = PolicyShapes(record_layers(task.model, space, task.example_inputs(), table.batch_size), space)
                 estimator.append(lambda policy: table.estimate_shapes(shapes.of(policy)))
             elif problem.budget.target == "latency":
-                estimator.append(build_lut(
+                lut = build_lut(
                     task.model, space, task.example_inputs(), problem.cost, cache_dir=cache_dir(problem.recipe),
                     seed=settings.seed, log=lambda message: print(message, file=sys.stderr),
-                ))
+                )
+                if problem.budget.fraction is not None:
+                    # A fraction budget is judged on the ratio to the dense model timed alongside,
+                    # in units of this run's dense reading; the table, profiled at another time,
+                    # is read the same way, so the screen does not move with that reading's drift.
+                    scale = problem.dense["latency_ms"] / lut(space.dense())
+                    estimator.append(lambda policy: lut(policy) * scale)
+                else:
+                    estimator.append(lut)
             else:
                 layers = record_layers(task.model, space, task.example_inputs(), 1)
                 estimator.append(AnalyticEstimate(layers, space, problem.metric, problem.dense[problem.metric]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -339,3 +340,25 @@ def test_the_latency_table_is_built_before_the_search_loop_not_in_its_first_ask(
         built.clear()
         autoprune.pipeline.make_run_searcher(problem)
         assert built == ([1] if target == "latency" else [])
+
+
+def test_the_latency_table_is_read_as_a_ratio_to_dense_for_a_fraction_budget(cache, tmp_path, monkeypatch):
+    """The table was profiled at another time; this run's dense reading may be 30% off it on a
+    busy machine. Read as a ratio to its own dense estimate, times this run's dense latency, the
+    screen agrees with how trials are judged (paired ratios) before any trial has been measured."""
+    import autoprune.pipeline
+    from autoprune.settings import SearchSettings
+
+    monkeypatch.setattr(autoprune.pipeline, "paired_latency", lambda model, dense, settings, rounds=3: (1.0, 0.5))
+    settings = SearchSettings(target="latency", budget="0.9", model="resnet20:width=4", image_size=16, dense_epochs=2,
+                              latency_batch=2, latency_repeats=3, latency_warmup=1, seed=1, cache_dir=cache,
+                              run_dir=str(tmp_path / "r"), searcher="random")
+    problem = autoprune.pipeline.build_problem(settings, log=lambda line: None)
+    busy = dataclasses.replace(problem, dense={**problem.dense, "latency_ms": 1.3 * problem.dense["latency_ms"]})
+    quiet_estimate, busy_estimate = (autoprune.pipeline.search_context(p).estimate for p in (problem, busy))
+    space = problem.space
+    assert quiet_estimate(space.dense()) == pytest.approx(problem.dense["latency_ms"])
+    assert busy_estimate(space.dense()) == pytest.approx(busy.dense["latency_ms"])
+    pruned = space.most_pruned()
+    assert busy_estimate(pruned) / busy_estimate(space.dense()) == pytest.approx(
+        quiet_estimate(pruned) / quiet_estimate(space.dense()))
