@@ -119,8 +119,8 @@ def _uniform_at(space, t: float) -> Policy:
 
 def uniform_start(context) -> Policy | None:
     """The policy ``uniform`` would try first: its least pruned one within the budget by the
-    cheap estimate (measured where there is none). Where the learning searchers (the Optuna
-    samplers, ``emo``) begin, so that a search starts from the baseline it must beat; None
+    cheap estimate (measured where there is none). Where the model-based Optuna samplers
+    (``tpe``, ``gp``, ``cmaes``) begin, so that a search starts from the baseline it must beat; None
     without a finite budget or when no uniform policy looks feasible."""
     if not math.isfinite(context.limit):
         return None

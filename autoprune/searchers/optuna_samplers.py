@@ -90,7 +90,6 @@ class OptunaSearcher(Searcher):
             directions=directions, sampler=optuna.samplers.RandomSampler(seed=self.context.seed)
         )
         self._sampler_ready = False
-        self._start_offered = False
         self._pending: dict[tuple[tuple[str, float], ...], optuna.Trial] = {}
         self._known: dict[tuple[tuple[str, float], ...], _Result] = {}
         self._best: float | None = None
@@ -117,8 +116,6 @@ class OptunaSearcher(Searcher):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.sampler = self.make_sampler()
             self._sampler_ready = True
-        if not self._start_offered:
-            self._start_offered = True
             self._offer_start()
         out: list[Policy] = []
         attempts = screened = 0
