@@ -279,7 +279,8 @@ class NSGA2Searcher(OptunaSearcher):
     infeasible = "constrained"
     # One strong individual in a population of 8 pulls the next generations around itself: on the
     # toy the start took the mean gap from 0.031 to 0.038 (8 seeds, 30 trials); the model-based
-    # samplers read it as one more point (tpe 0.0096 -> 0.0126, gp 0.0057 -> 0.0007, cmaes equal).
+    # samplers read it as one more point (tpe 0.0096 -> 0.0126, gp 0.0057 -> 0.0007, cmaes equal;
+    # benchmarks/uniform_start_toy.py).
     starts_uniform = False
     population_size: ClassVar[int] = 8
 
