@@ -133,7 +133,7 @@ def busy_note(runs: Sequence[Any], workers: int) -> list[str]:
     """The searches that shared the machine (a 15-minute load average at their end more than half
     a core above the bench's own workers): in the equal-time view they had less of it."""
     busy = sorted({(r.searcher, r.seed, r.load) for r in runs
-                   if getattr(r, "load", None) is not None and r.load > workers + 0.5})
+                   if r.load is not None and r.load > workers + 0.5})
     if not busy:
         return []
     named = ", ".join(f"`{name}` seed {seed} ({load:.1f})" for name, seed, load in busy)
@@ -198,12 +198,13 @@ def dense_section(result) -> list[str]:
 
 def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
     from autoprune.bench.plots import plot_best_so_far, plot_front
+    from autoprune.bench.throughput import trials_at_once
 
     cfg, d = result.config, task.dense
     lines = [f"## Task `{task.name}`: {task.settings.model}, {task.settings.target} ≤ {task.settings.budget} of dense", ""]
     if task.error:
         return lines + [f"Skipped: {task.error}", ""]
-    workers = 1 if task.settings.executor == "inline" else task.settings.workers
+    workers = trials_at_once(task.settings.executor, task.settings.workers)
     header = ["searcher", "test acc (%) mean ± sd", f"pick's measured {d['metric']} / budget (mean)", "within budget",
               "hypervolume", "trials to within 0.5 pt (per seed)", "scored", "search s", "errors"]
     for view in ("trials", "time"):

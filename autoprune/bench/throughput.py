@@ -19,6 +19,11 @@ from typing import Any
 WORKERS = (1, 2)
 
 
+def trials_at_once(executor: str, workers: int) -> int:
+    """How many trials an executor runs at once: the inline one runs one, whatever ``workers`` says."""
+    return 1 if executor == "inline" else workers
+
+
 def overhead_fraction(wall_s: float, busy_s: float, workers: int) -> float:
     """Share of the worker time available (wall x parallel workers) not spent fine-tuning or
     evaluating; with one worker this is (wall - sum(finetune_s + evaluate_s)) / wall."""
@@ -49,7 +54,7 @@ def _one(task, name: str, workers: int, trials: int, storage: str, root: Path) -
 
     base = task.problem
     cores = os.cpu_count() or 1
-    parallel = 1 if name == "inline" else workers
+    parallel = trials_at_once(name, workers)
     threads = base.settings.threads or max(1, cores // parallel)
     row: dict[str, Any] = {"executor": name, "workers": workers, "threads": threads, "trials": trials}
     settings = base.settings.replace(
