@@ -105,7 +105,7 @@ def test_partial_scan_interpolates_and_stays_close():
 
 def test_sweep_respects_each_budget_factor():
     problem = ToyProblem.make(n_slots=6, seed=4, budget=0.6)
-    searcher = KnapsackSearcher(scan_points=None, sweep=(1.0, 0.9, 0.8, 0.7))
+    searcher = KnapsackSearcher(scan_points=None, sweep=(1.0, 0.9, 0.8, 0.7), refine=False)
     front = after_scan(searcher, drive(searcher, problem))
     assert 2 <= len(front) <= 4
     costs = [t.metrics["macs"] for t in front]
@@ -181,3 +181,30 @@ def test_the_correction_comes_from_planned_trials_not_the_scan_probes():
     assert len(costs) >= 3 and costs[0] > 0.4  # planned on the optimistic table: over
     assert searcher.correction() == pytest.approx(2.0)
     assert all(c <= 0.4 + 1e-9 for c in costs[1:])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_refinement_climbs_from_wrong_values_towards_the_optimum(seed):
+    """Without a model or a scan the values are blind (every variable equally sensitive): the
+    sweep alone lands far from the toy optimum; measuring neighbours of the best trial closes
+    most of that gap, and every neighbour stays within budget on the estimate."""
+    problem = ToyProblem.make(n_slots=6, seed=seed, budget=0.5)
+    optimum, _ = problem.optimum()
+    sweep_only = KnapsackSearcher(value="magnitude", refine=False)
+    swept = drive(sweep_only, problem)
+    refined_searcher = KnapsackSearcher(value="magnitude")
+    refined = drive(refined_searcher, problem, cap=60)
+    assert len(swept) < 20 and len(refined) >= 60  # the sweep runs out; refinement goes on
+    assert [t.policy for t in refined[: len(swept)]] == [t.policy for t in swept]
+    assert len({t.policy for t in refined}) == len(refined)
+    gap_sweep, gap_refined = optimum - best_feasible(swept), optimum - best_feasible(refined)
+    print(f"seed {seed}: gap to optimum, sweep {gap_sweep:.4f}, refined {gap_refined:.4f}")
+    assert gap_refined < 0.5 * gap_sweep
+    assert all(t.feasible for t in refined[len(swept):])
+
+
+def test_refinement_stops_when_no_neighbour_is_left():
+    problem = ToyProblem.make(n_slots=3, seed=1, budget=0.5)
+    trials = drive(KnapsackSearcher(value="magnitude"), problem, cap=500)
+    assert len(trials) < 500
+    assert len({t.policy for t in trials}) == len(trials)

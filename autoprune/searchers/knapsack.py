@@ -16,6 +16,12 @@ Two phases (Aflalo et al. 2020; HALP, Shen et al. 2022; Xu et al. 2023):
    value/cost. Costs are not additive (a conv shrinks with both its input and output slot), so the
    solution is re-linearised around itself and the capacity tightened until the estimate fits.
    ask() then emits the solution and a sweep of budgets ``limit * sweep`` as a front.
+3. Refinement (``refine=True``, what the trial budget has left after the sweep): the knapsack's
+   values come from cheap probes and assume drops add up, so the best *measured* planned trial
+   is not always the solver's first answer. Its neighbours (one variable a step less pruned,
+   another the fewest steps more pruned that bring the estimate back within budget, or a step less
+   pruned alone where the budget has room) are proposed in order of the knapsack's value, best
+   first, moving on to the next best measured trial when a trial's neighbours are spent.
 """
 
 from __future__ import annotations
@@ -147,6 +153,8 @@ class KnapsackSearcher(Searcher):
         relinearize: extra solves around the previous solution (non-additive costs).
         probe_fidelity: fidelity of the scan's probes (default ``bn``, adaptive-BN only: cheap, and
             not counted against the run's trial budget; None scores them like every trial).
+        refine: after the sweep, propose neighbours of the best measured trials (phase 3) until
+            the run's trial budget is spent; False stops after the sweep.
     """
 
     name = "knapsack"
@@ -154,7 +162,7 @@ class KnapsackSearcher(Searcher):
     def __init__(
         self, value: str = "scan", solver: str = "dp", *, scan_points: int | None = 2,
         sweep: Sequence[float] = DEFAULT_SWEEP, resolution: int = 2000, relinearize: int = 2,
-        probe_fidelity: str | None = "bn",
+        probe_fidelity: str | None = "bn", refine: bool = True,
     ) -> None:
         super().__init__()
         self.probe_fidelity = probe_fidelity
@@ -164,6 +172,7 @@ class KnapsackSearcher(Searcher):
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.value, self.solver, self.scan_points = value, solver, scan_points
         self.sweep, self.resolution, self.relinearize = tuple(sweep), resolution, relinearize
+        self.refine = refine
 
     def _setup(self) -> None:
         space = self.context.space
@@ -220,7 +229,54 @@ class KnapsackSearcher(Searcher):
             policy = self.plan(self.context.limit * self._front.pop(0) / self.correction())
             if self.is_new(policy) and policy not in out:
                 out.append(policy)
+        if len(out) < n and not self._front and self.refine:
+            out += [p for p in self.neighbours() if p not in out][: n - len(out)]
         return out
+
+    def neighbours(self) -> list[Policy]:
+        """Unseen policies next to the best measured planned trial that has any (phase 3), within
+        the corrected budget on the estimate, most valuable first by the knapsack's values."""
+        space = self.context.space
+        drops = self.drops()
+        limit = self.context.limit / self.correction()
+        measured = sorted(
+            (t for t in self.told if t.feasible and t.accuracy is not None and not self.is_probe(t.policy)),
+            key=lambda t: -t.accuracy,
+        )
+        for trial in measured:
+            found = self._neighbours_of(space.variable_values(trial.policy), limit, drops)
+            if found:
+                return found
+        return []
+
+    def _neighbours_of(self, base: dict[str, float], limit: float, drops: list[np.ndarray]) -> list[Policy]:
+        space = self.context.space
+        if any(base.get(v.name) not in v.choices for v in space.variables):
+            return []  # a trial from another space (a warm start): not a point of this grid
+        index = {v.name: v.choices.index(base[v.name]) for v in space.variables}
+        found: dict[tuple, tuple[float, float, Policy]] = {}
+
+        def offer(values: dict[str, float]) -> bool:
+            policy = space.policy(values)
+            cost = self._cost(policy)
+            if cost > limit:
+                return False
+            if self.is_new(policy):
+                found[policy_key(policy)] = (self._value_of(values, drops), cost, policy)
+            return True
+
+        for up in space.variables:
+            if index[up.name] == 0:
+                continue
+            lighter = {**base, up.name: up.choices[index[up.name] - 1]}
+            offer(lighter)
+            for down in space.variables:
+                if down.name == up.name:
+                    continue
+                for k in range(index[down.name] + 1, len(down.choices)):
+                    if offer({**lighter, down.name: down.choices[k]}):
+                        break  # the fewest steps down that fit again
+        return [p for _, _, p in sorted(found.values(), key=lambda t: (-t[0], -t[1]))]
 
     def correction(self) -> float:
         """Median of measured / estimated cost over told planned trials (1 within 5%, else 2 decimals).
