@@ -684,3 +684,29 @@ def test_the_time_view_names_the_searches_that_shared_the_machine():
     assert busy_note([quiet, old], workers=2) == []
     note = " ".join(busy_note([quiet, busy, old], workers=2))
     assert "`random` seed 1 (3.4)" in note and "seed 0" not in note
+
+
+def test_a_portfolio_run_keeps_each_members_share_and_the_report_shows_it():
+    from types import SimpleNamespace
+
+    from autoprune.bench.members import members_section
+    from autoprune.bench.views import Anytime, view_result
+    from autoprune.study import COMPLETE, REJECTED, Trial
+    from autoprune.testing.toy import ToyProblem
+
+    policy = ToyProblem.make().space().dense()
+    members = ["tpe", "knapsack", "tpe", "tpe", "knapsack"]
+    trials = [Trial(i, policy, REJECTED if i == 4 else COMPLETE,
+                    {"macs": 0.4, "total_s": 10.0, **({} if i == 4 else {"val_accuracy": 0.5 + 0.1 * i})},
+                    fidelity="bn", constraint=-0.2, member=m) for i, m in enumerate(members)]
+    settings = SimpleNamespace(study_name="s", run_dir="d", fidelity="bn")
+    problem = SimpleNamespace(settings=settings, limit=0.5, metric="macs", dense={"macs": 1.0})
+    run = Anytime(tuple(trials), (1.0, 2.0, 3.0, 4.0, 5.0), 5.0, "", None)
+    res = view_result(problem, run, view="trials", task="t", searcher="portfolio", seed=1, cutoff=5.0, reached=True)
+    assert res.members["tpe"] == {"trials": 3, "scored": 3, "trial_share": 0.6, "time_share": 0.6}
+    assert res.members["knapsack"]["trials"] == 2 and res.members["knapsack"]["scored"] == 1
+    res.pick_member = "tpe"
+    lines = members_section([res, RunResult("t", "trials", "tpe", 1, "s", "d")])
+    (row,) = [line for line in lines if line.startswith("| `portfolio`")]
+    assert row == "| `portfolio` | 1 | `tpe` 60% (3 scored), `knapsack` 40% (1 scored) | `tpe` 60%, `knapsack` 40% | `tpe` |"
+    assert members_section([RunResult("t", "trials", "tpe", 1, "s", "d")]) == []

@@ -115,6 +115,10 @@ class RunResult:
     # The machine's 15-minute load average as the search ended: the equal-time view assumes the
     # bench has the machine to itself, and a search that shared it scored fewer trials in its time.
     load: float | None = None
+    # A portfolio's members: name -> {"trials", "scored", "trial_share", "time_share"} of this view's
+    # search (``report.member_rows``), and the member whose trial was picked; empty otherwise.
+    members: dict[str, dict[str, float]] = field(default_factory=dict)
+    pick_member: str = ""
 
 
 @dataclass

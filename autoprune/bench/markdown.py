@@ -197,6 +197,7 @@ def dense_section(result) -> list[str]:
 
 
 def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
+    from autoprune.bench.members import members_section
     from autoprune.bench.plots import plot_best_so_far, plot_front
     from autoprune.bench.throughput import trials_at_once
 
@@ -231,6 +232,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                   f"accuracy came within 0.5 points of the best any run reached here ({_pct(ref)}%). Probes: "
                   f"policies a searcher had scored at a cheaper fidelity (knapsack's sensitivity scan, adaptive BN "
                   f"only); they are not counted as scored trials, and their time is in `search s`.", ""]
+        lines += members_section(runs)
         lines += [f"#### Against the baselines ({VIEW_TITLES[view].lower()})", ""]
         lines += _table(["searcher", "test acc − `uniform` (pt) [95% CI]", "test acc − `random` (pt) [95% CI]",
                          "pick's cost / budget, per seed"], paired_rows(runs, cfg.searchers))

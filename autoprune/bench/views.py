@@ -93,7 +93,7 @@ def anytime_search(base, *, searcher: str, seed: int, trials: int, min_time: flo
 def view_result(problem, run: Anytime, *, view: str, task: str, searcher: str, seed: int, cutoff: float,
                 reached: bool) -> RunResult:
     """The search figures of one view: the trials that finished within ``cutoff`` loop seconds."""
-    from autoprune.report import phase_medians
+    from autoprune.report import member_rows, phase_medians
 
     s = problem.settings
     res = RunResult(task, view, searcher, seed, s.study_name, s.run_dir, limit=problem.limit, error=run.error)
@@ -110,6 +110,8 @@ def view_result(problem, run: Anytime, *, view: str, task: str, searcher: str, s
     res.curve = best_so_far([t.accuracy if t.feasible else None for t in scored])
     res.points = [(float(t.accuracy or 0.0), float(t.metrics[metric]) / dense_cost) for t in scored if metric in t.metrics]
     res.hypervolume = hypervolume(res.points)
+    res.members = {r.member: {"trials": r.trials, "scored": r.scored, "trial_share": r.trial_share,
+                              "time_share": r.time_share} for r in member_rows(mine, None)}
     return res
 
 
@@ -134,7 +136,7 @@ def finish_views(problem, ledger, run: Anytime, results: list[RunResult], execut
             res.error = f"{type(exc).__name__}: {exc}"
             continue
         m = final.outcome.metrics
-        res.search_accuracy = best.accuracy
+        res.search_accuracy, res.pick_member = best.accuracy, best.member
         res.final_val, res.final_test = m.get("val_accuracy"), m.get("test_accuracy")
         res.final_cost = final.verified_cost
         res.within_budget = final.verified_cost <= problem.limit
