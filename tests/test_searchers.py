@@ -148,3 +148,23 @@ def test_uniform_lands_close_under_a_macs_budget_on_resnet20():
     assert 0.46 <= macs(first) / dense_macs <= 0.5
     old = [space.uniform(r) for r in sorted({c for v in space.variables for c in v.choices})]
     assert max(macs(p) / dense_macs for p in old if macs(p) <= ctx.limit) < 0.4  # what one ratio reached
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fill_brings_a_policy_to_the_budget_and_no_further(seed):
+    """Filled: within the limit, no variable more pruned than before, and no single step less
+    pruned still fits; the same generator seed fills the same way; no estimate, no change."""
+    problem = ToyProblem.make(seed=seed, budget=0.5)
+    ctx = problem.context(seed)
+    space = ctx.space
+    policy = space.most_pruned()
+    filled = ctx.fill(policy, np.random.default_rng(seed))
+    assert ctx.estimate(filled) <= ctx.limit < ctx.estimate(space.dense())
+    before, after = space.variable_values(policy), space.variable_values(filled)
+    assert all(after[v.name] <= before[v.name] for v in space.variables) and after != before
+    for var in space.variables:
+        index = var.choices.index(after[var.name])
+        if index > 0:
+            assert ctx.estimate(space.policy({**after, var.name: var.choices[index - 1]})) > ctx.limit
+    assert ctx.fill(policy, np.random.default_rng(seed)) == filled
+    assert dataclasses.replace(ctx, estimate=None).fill(policy, np.random.default_rng(seed)) == policy

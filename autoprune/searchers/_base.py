@@ -152,6 +152,30 @@ class SearchContext:
         out += [p for _, p in under][: n - len(out)]
         return out or [p for _, p in fallback]
 
+    def fill(self, policy: Policy, rng: np.random.Generator) -> Policy:
+        """``policy`` made less pruned until the estimate is at the budget: each pass visits the
+        variables in a seeded random order and steps each one choice less pruned where the
+        estimate stays within the limit, until no step fits. Accuracy rises as pruning falls, so
+        the best policies lie at the budget, and a proposal far under it spends a trial where none
+        of them lies. ``policy`` itself without an estimate."""
+        if self.estimate is None:
+            return policy
+        space = self.space
+        values = space.variable_values(policy)
+        index = {v.name: v.choices.index(values[v.name]) for v in space.variables if values[v.name] in v.choices}
+        moved = True
+        while moved:
+            moved = False
+            for k in rng.permutation(len(space.variables)):
+                var = space.variables[int(k)]
+                if index.get(var.name, 0) == 0:
+                    continue
+                lighter = {**values, var.name: var.choices[index[var.name] - 1]}
+                estimate = self.estimate(space.policy(lighter))
+                if estimate is not None and estimate <= self.limit:
+                    values, index[var.name], moved = lighter, index[var.name] - 1, True
+        return space.policy(values)
+
 
 def policy_key(policy: Policy) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, round(v, 6)) for k, v in policy.items))

@@ -71,6 +71,11 @@ class OptunaSearcher(Searcher):
         starts_uniform: under a budget, the first proposal is ``uniform``'s first policy
             (``uniform_start``), enqueued unless the ledger has it: a learning sampler starts
             from the baseline it has to beat instead of from random draws alone.
+        fills_budget: under a budget, a proposal the estimate puts below ``near`` of the limit
+            is made less pruned up to the budget (``SearchContext.fill``) and the sampler is
+            told the filled policy instead (it is enqueued in place of the proposal): the
+            samplers then model the policies at the budget, where the best ones lie.
+        near: the fraction of the limit under which a proposal is filled (``random``'s band).
     """
 
     name: ClassVar[str] = "optuna"
@@ -79,6 +84,8 @@ class OptunaSearcher(Searcher):
     max_attempts: ClassVar[int] = 10
     max_screened: ClassVar[int] = 50
     starts_uniform: ClassVar[bool] = True
+    fills_budget: ClassVar[bool] = True
+    near: ClassVar[float] = 0.9
 
     def _setup(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -96,6 +103,8 @@ class OptunaSearcher(Searcher):
         self.duplicates = 0
         self.fallbacks = 0
         self.screened = 0
+        self.filled = 0
+        self._start: Policy | None = None
 
     def make_sampler(self) -> BaseSampler:
         """The Optuna sampler, seeded from ``self.context.seed``."""
@@ -140,6 +149,20 @@ class OptunaSearcher(Searcher):
                 self._known[key] = result
                 self._close(trial, result)
             else:
+                filled = self._filled(policy, estimate)
+                if filled is not policy:
+                    self.study.tell(trial, state=TrialState.FAIL)
+                    self.study.enqueue_trial(self._params(filled))
+                    trial, policy, key = self.study.ask(self.distributions), filled, policy_key(filled)
+                    self._adopt(trial)
+                    if key in self._known or key in self._pending or not self.is_new(policy):
+                        attempts += 1
+                        self.duplicates += 1
+                        if key in self._known:
+                            self._close(trial, self._known[key])
+                        else:
+                            self.study.tell(trial, state=TrialState.FAIL)
+                        continue
                 self._pending[key] = trial
                 out.append(policy)
         while len(out) < n:
@@ -160,6 +183,18 @@ class OptunaSearcher(Searcher):
         start = uniform_start(self.context)
         if start is not None and self.is_new(start) and policy_key(start) not in self._known:
             self.study.enqueue_trial(self._params(start))
+            self._start = start  # proposed as it is, not filled: the baseline the search must beat
+
+    def _filled(self, policy: Policy, constraint: float | None) -> Policy:
+        """``policy`` filled up to the budget when it is estimated under ``near`` of it (else itself)."""
+        if (not self.fills_budget or self.context.objectives or constraint is None or constraint + 1.0 >= self.near
+                or policy == self._start):
+            return policy
+        filled = self.context.fill(policy, self.rng)
+        if filled == policy:
+            return policy
+        self.filled += 1
+        return filled
 
     def _decode(self, params: Mapping[str, Any]) -> Policy:
         """A policy from sampled params, each snapped to its variable's nearest choice."""
@@ -185,7 +220,8 @@ class OptunaSearcher(Searcher):
             key = policy_key(policy)
             return self.is_new(policy) and key not in self._pending and key not in self._known
 
-        found = self.context.sample_within_budget(self.rng, 1, wanted, 2000)
+        near = self.near if self.fills_budget and not self.context.objectives else 0.0
+        found = self.context.sample_within_budget(self.rng, 1, wanted, 2000, near=near)
         return found[0] if found else None
 
     # -- tell -----------------------------------------------------------------------------------
@@ -218,6 +254,9 @@ class OptunaSearcher(Searcher):
     def _warm_system_attrs(self, result: _Result) -> dict[str, Any]:
         """Hook: sampler bookkeeping a warm-start trial needs to be read at all."""
         return {}
+
+    def _adopt(self, live: optuna.Trial) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Hook: sampler bookkeeping an enqueued trial (a filled proposal) needs to be read at all."""
 
     def _result(self, trial: Trial) -> _Result:
         c = trial.constraint
@@ -293,6 +332,12 @@ class NSGA2Searcher(OptunaSearcher):
         if result.state != TrialState.COMPLETE:
             return {}
         return {optuna.samplers.NSGAIISampler._get_generation_key(): 0}
+
+    def _adopt(self, live: optuna.Trial) -> None:
+        # Optuna skips the sampler for a trial whose params are all fixed, and NSGA-II only counts
+        # trials tagged with a generation: a filled child takes its place in the current one.
+        frozen = self.study.get_trials(deepcopy=False)[live.number]
+        self.study.sampler.get_trial_generation(self.study, frozen)
 
 
 class GPSearcher(OptunaSearcher):
