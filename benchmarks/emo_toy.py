@@ -23,7 +23,10 @@ def main() -> None:
     args = ap.parse_args()
     contenders = {
         "emo (error, population 8)": lambda: EmoSearcher(pop_size=8),
+        "emo (error, population 8, no fill to the budget)": lambda: EmoSearcher(pop_size=8, fill=False),
         "emo (error and cost, population 8)": lambda: EmoSearcher(pop_size=8, objectives=("error", "cost")),
+        "emo (error and cost, population 8, no fill)": lambda: EmoSearcher(
+            pop_size=8, objectives=("error", "cost"), fill=False),
         "random": lambda: make_searcher("random"),
         "tpe": lambda: make_searcher("tpe"),
     }

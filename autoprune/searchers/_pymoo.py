@@ -8,6 +8,7 @@ Every operator draws from the random state pymoo seeds in ``setup``, so runs rep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,21 @@ def integer_problem(xl: np.ndarray | int, xu: np.ndarray, n_obj: int, n_ieq_cons
                    xu=np.asarray(xu, dtype=float), vtype=int)
 
 
-def make_algorithm(name: str, pop_size: int, n_obj: int, sampling: Any) -> Any:
-    """NSGA-II or NSGA-III with integer-rounded SBX and PM, duplicates eliminated."""
+def row_repair(fix: Callable[[np.ndarray], np.ndarray]) -> Any:
+    """A pymoo ``Repair`` that applies ``fix`` to each individual's (rounded) integer genes; pymoo
+    applies it to the first population and to every generation's offspring."""
+    from pymoo.core.repair import Repair
+
+    class RowRepair(Repair):
+        def _do(self, problem, X, **kwargs):
+            return np.array([fix(np.round(np.asarray(x, dtype=float))) for x in X], dtype=float)
+
+    return RowRepair()
+
+
+def make_algorithm(name: str, pop_size: int, n_obj: int, sampling: Any, repair: Any = None) -> Any:
+    """NSGA-II or NSGA-III with integer-rounded SBX and PM, duplicates eliminated, and ``repair``
+    (a pymoo ``Repair``) applied to every new individual when given."""
     from pymoo.operators.crossover.sbx import SBX
     from pymoo.operators.mutation.pm import PM
     from pymoo.operators.repair.rounding import RoundingRepair
@@ -36,6 +50,7 @@ def make_algorithm(name: str, pop_size: int, n_obj: int, sampling: Any) -> Any:
         crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
         mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
         eliminate_duplicates=True,
+        repair=repair,
     )
     if name == "nsga2":
         from pymoo.algorithms.moo.nsga2 import NSGA2

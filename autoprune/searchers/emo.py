@@ -37,6 +37,7 @@ from autoprune.searchers._pymoo import (
     ALGORITHMS,
     integer_problem,
     make_algorithm,
+    row_repair,
     start,
     tell_population,
 )
@@ -63,6 +64,9 @@ class EmoSearcher(Searcher):
         pop_size: individuals per generation; None sizes it from the run's trial budget (a
             quarter of it, between 8 and 40), so a 30-trial search sees several generations.
         objectives: ``("error",)`` or ``("error", "cost")`` (cost as a fraction of dense).
+        fill: under a budget, an individual the estimate puts below ``near`` of the limit is
+            made less pruned up to the budget (``SearchContext.fill``), as a pymoo repair of every
+            new individual; the best policies lie at the budget.
     """
 
     name = "emo"
@@ -70,8 +74,9 @@ class EmoSearcher(Searcher):
     near = 0.9  # the first generation's band under the budget (see ``RandomSearcher.near``)
 
     def __init__(self, algorithm: str = "nsga2", pop_size: int | None = None,
-                 objectives: tuple[str, ...] = ("error",)) -> None:
+                 objectives: tuple[str, ...] = ("error",), fill: bool = True) -> None:
         super().__init__()
+        self.fill = fill
         if objectives not in (("error",), ("error", "cost")):
             raise UserError(f"emo objectives must be ('error',) or ('error', 'cost'), got {objectives!r}")
         self.objectives = objectives
@@ -124,8 +129,19 @@ class EmoSearcher(Searcher):
         trials = getattr(self.context, "trials", None) or 40
         pop = self.pop_size or int(np.clip(trials // 4, 8, 40))
         problem = integer_problem(0, space.upper_bounds(), len(self.objectives), n_ieq_constr=1)
-        algorithm = make_algorithm(self.algorithm_name, pop, len(self.objectives), self._initial_population(pop))
+        fill = self.fill and not self.context.objectives and self.context.estimate is not None
+        algorithm = make_algorithm(self.algorithm_name, pop, len(self.objectives), self._initial_population(pop),
+                                   repair=row_repair(self._filled) if fill else None)
         return start(algorithm, problem, self.context.seed)  # the runner decides when the search ends
+
+    def _filled(self, genes: np.ndarray) -> np.ndarray:
+        """One individual's genes, filled up to the budget when estimated under ``near`` of it."""
+        ctx = self.context
+        policy = ctx.space.decode(genes)
+        estimate = ctx.estimate(policy)
+        if estimate is None or estimate >= self.near * ctx.limit:
+            return genes
+        return np.asarray(ctx.space.encode(ctx.fill(policy, self.rng)), dtype=float)
 
     def _initial_population(self, size: int) -> np.ndarray:
         """The best ledger trials (feasible first, most accurate first), then screened draws."""
