@@ -317,9 +317,9 @@ class NSGA2Searcher(OptunaSearcher):
     name = "nsga2"
     infeasible = "constrained"
     # One strong individual in a population of 8 pulls the next generations around itself: on the
-    # toy the start took the mean gap from 0.031 to 0.038 (8 seeds, 30 trials); the model-based
-    # samplers read it as one more point (tpe 0.0096 -> 0.0126, gp 0.0057 -> 0.0007, cmaes equal;
-    # benchmarks/uniform_start_toy.py).
+    # toy the start took the mean gap from 0.031 to 0.038 before the fill to the budget, and gains
+    # nothing with it (0.0078 both; 8 seeds, 30 trials; benchmarks/sampler_options_toy.py
+    # --option starts_uniform).
     starts_uniform = False
     population_size: ClassVar[int] = 8
 
