@@ -264,3 +264,12 @@ def test_an_rl_member_says_when_it_is_warming_up():
     assert amc.warming_up and amc.warmup >= 3
     amc.episodes = amc.warmup
     assert not amc.warming_up
+
+
+def test_the_default_portfolio_is_built_with_the_options_the_cli_passes():
+    """The CLI passes ``agent`` to every searcher; members that take none (``knapsack-greedy``,
+    whose constructor forwards its keywords) must not receive it."""
+    from autoprune.searchers import make_searcher
+
+    assert make_searcher("portfolio", agent=None).name == "portfolio"
+    assert make_searcher("knapsack-greedy", agent=None).name == "knapsack-greedy"

@@ -107,7 +107,7 @@ def make_searcher(name: str, **options: Any) -> Searcher:
         raise UserError(f"unknown searcher {name!r}; choose one of {', '.join(_REGISTRY)}")
     factory = _REGISTRY[name]
     accepted = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):  # a portfolio hands them on
+    if getattr(factory, "hands_on_options", False):  # a portfolio hands them on to its members
         return factory(**options)
     return factory(**{k: v for k, v in options.items() if k in accepted})
 

@@ -162,6 +162,7 @@ class PortfolioSearcher(Searcher):
     """Members asked in turn by a bandit over their rate of improvement (module docstring)."""
 
     name = "portfolio"
+    hands_on_options = True  # make_searcher gives it every option, for its members to pick from
 
     def __init__(self, config: PortfolioConfig | None = None, **member_options: Any) -> None:
         """``member_options`` reach every member that takes them (``agent`` for amc and purl)."""
