@@ -132,15 +132,8 @@ class OptunaSearcher(Searcher):
             trial = self.study.ask(self.distributions)
             policy = self._decode(trial.params)
             key = policy_key(policy)
-            attempts += int(key in self._known or key in self._pending or not self.is_new(policy))
-            if key in self._known:
-                # A duplicate teaches the sampler nothing new; tell it the known result so its
-                # model sees that point again, and ask once more.
-                self.duplicates += 1
-                self._close(trial, self._known[key])
-            elif key in self._pending or not self.is_new(policy):
-                self.duplicates += 1
-                self.study.tell(trial, state=TrialState.FAIL)
+            if self._settled_duplicate(trial, policy):
+                attempts += 1
             elif (estimate := self._estimated_constraint(policy)) is not None and estimate > 0:
                 # Over budget by the cheap estimate: the sampler learns so at once, no trial spent.
                 self.screened += 1
@@ -155,13 +148,8 @@ class OptunaSearcher(Searcher):
                     self.study.enqueue_trial(self._params(filled))
                     trial, policy, key = self.study.ask(self.distributions), filled, policy_key(filled)
                     self._adopt(trial)
-                    if key in self._known or key in self._pending or not self.is_new(policy):
+                    if self._settled_duplicate(trial, policy):
                         attempts += 1
-                        self.duplicates += 1
-                        if key in self._known:
-                            self._close(trial, self._known[key])
-                        else:
-                            self.study.tell(trial, state=TrialState.FAIL)
                         continue
                 self._pending[key] = trial
                 out.append(policy)
@@ -175,6 +163,21 @@ class OptunaSearcher(Searcher):
             self._pending[policy_key(policy)] = trial
             out.append(policy)
         return out
+
+    def _settled_duplicate(self, trial: optuna.Trial, policy: Policy) -> bool:
+        """Close ``trial`` if ``policy`` is known, running or already proposed; True if it was.
+
+        A duplicate teaches the sampler nothing new: a known result is told again (so its model
+        sees that point again), a policy still running is told FAIL; the caller asks once more."""
+        key = policy_key(policy)
+        if key in self._known:
+            self._close(trial, self._known[key])
+        elif key in self._pending or not self.is_new(policy):
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            return False
+        self.duplicates += 1
+        return True
 
     def _offer_start(self) -> None:
         """Enqueue ``uniform_start``'s policy for the sampler's next ask, unless it is known."""
