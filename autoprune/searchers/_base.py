@@ -31,6 +31,11 @@ from autoprune.study import COMPLETE, REJECTED, Trial
 # How far above the most pruned policy's estimate the feasible box reaches while the estimate
 # puts every policy over budget (see ``SearchContext.feasible_box``).
 BOX_SLACK = 1.2
+# The band under the budget where proposals should land: ``random`` draws in it first, and the
+# Optuna and evolutionary searchers fill a proposal estimated below it (``SearchContext.fill``).
+# EagleEye samples within 0.5% of its target; our widths come in steps of 4 channels, so the band
+# is wider. A proposal far under the budget spends a trial where no good policy lies.
+NEAR_BUDGET = 0.9
 
 
 @dataclass(frozen=True)
@@ -152,14 +157,19 @@ class SearchContext:
         out += [p for _, p in under][: n - len(out)]
         return out or [p for _, p in fallback]
 
-    def fill(self, policy: Policy, rng: np.random.Generator) -> Policy:
+    def fill(self, policy: Policy, rng: np.random.Generator, below: float | None = None) -> Policy:
         """``policy`` made less pruned until the estimate is at the budget: each pass visits the
         variables in a seeded random order and steps each one choice less pruned where the
         estimate stays within the limit, until no step fits. Accuracy rises as pruning falls, so
         the best policies lie at the budget, and a proposal far under it spends a trial where none
-        of them lies. ``policy`` itself without an estimate."""
+        of them lies. ``policy`` itself without an estimate, or when ``below`` is given and the
+        estimate is at least that fraction of the limit (``NEAR_BUDGET`` for the searchers)."""
         if self.estimate is None:
             return policy
+        if below is not None:
+            estimate = self.estimate(policy)
+            if estimate is None or estimate >= below * self.limit:
+                return policy
         space = self.space
         values = space.variable_values(policy)
         index = {v.name: v.choices.index(values[v.name]) for v in space.variables if values[v.name] in v.choices}

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from autoprune.searchers._base import Searcher
+from autoprune.searchers._base import NEAR_BUDGET, Searcher
 from autoprune.space import Policy, find_classifier
 from autoprune.study import COMPLETE, REJECTED, Trial
 
@@ -37,10 +37,9 @@ class RandomSearcher(Searcher):
     name = "random"
     multi_objective = True  # with --objectives, uniform over the space under the budget (no band)
     max_draws = 5_000
-    # Draws estimated under this fraction of the limit wait until the band runs dry. EagleEye
-    # samples within 0.5% of its target; our widths come in steps of 4 channels, so the band is
-    # wider. A baseline that spends a third of the budget on nothing flatters every searcher.
-    near = 0.9
+    # Draws estimated under this fraction of the limit wait until the band runs dry: a baseline
+    # that spends a third of the budget on nothing flatters every searcher.
+    near = NEAR_BUDGET
 
     def _setup(self) -> None:
         self._rejected = self._scored = 0

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoprune.errors import UserError
-from autoprune.searchers._base import Searcher, policy_key
+from autoprune.searchers._base import NEAR_BUDGET, Searcher, policy_key
 from autoprune.searchers._pymoo import (
     ALGORITHMS,
     integer_problem,
@@ -71,7 +71,7 @@ class EmoSearcher(Searcher):
 
     name = "emo"
     multi_objective = True  # --objectives: error and every cost objective, the budget still a constraint
-    near = 0.9  # the first generation's band under the budget (see ``RandomSearcher.near``)
+    near = NEAR_BUDGET  # the first generation's band under the budget
 
     def __init__(self, algorithm: str = "nsga2", pop_size: int | None = None,
                  objectives: tuple[str, ...] = ("error",), fill: bool = True) -> None:
@@ -136,12 +136,10 @@ class EmoSearcher(Searcher):
 
     def _filled(self, genes: np.ndarray) -> np.ndarray:
         """One individual's genes, filled up to the budget when estimated under ``near`` of it."""
-        ctx = self.context
-        policy = ctx.space.decode(genes)
-        estimate = ctx.estimate(policy)
-        if estimate is None or estimate >= self.near * ctx.limit:
-            return genes
-        return np.asarray(ctx.space.encode(ctx.fill(policy, self.rng)), dtype=float)
+        space = self.context.space
+        policy = space.decode(genes)
+        filled = self.context.fill(policy, self.rng, below=self.near)
+        return genes if filled == policy else np.asarray(space.encode(filled), dtype=float)
 
     def _initial_population(self, size: int) -> np.ndarray:
         """The best ledger trials (feasible first, most accurate first), then screened draws."""

@@ -38,7 +38,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from autoprune.costs.latency import thread_count
-from autoprune.searchers._base import Searcher, policy_key
+from autoprune.searchers._base import NEAR_BUDGET, Searcher, policy_key
 from autoprune.searchers.baselines import uniform_start
 from autoprune.space import Policy
 from autoprune.study import COMPLETE, REJECTED, Trial, distributions
@@ -85,7 +85,7 @@ class OptunaSearcher(Searcher):
     max_screened: ClassVar[int] = 50
     starts_uniform: ClassVar[bool] = True
     fills_budget: ClassVar[bool] = True
-    near: ClassVar[float] = 0.9
+    near: ClassVar[float] = NEAR_BUDGET
 
     def _setup(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,7 +142,7 @@ class OptunaSearcher(Searcher):
                 self._known[key] = result
                 self._close(trial, result)
             else:
-                filled = self._filled(policy, estimate)
+                filled = self._filled(policy)
                 if filled is not policy:
                     self.study.tell(trial, state=TrialState.FAIL)
                     self.study.enqueue_trial(self._params(filled))
@@ -188,12 +188,11 @@ class OptunaSearcher(Searcher):
             self.study.enqueue_trial(self._params(start))
             self._start = start  # proposed as it is, not filled: the baseline the search must beat
 
-    def _filled(self, policy: Policy, constraint: float | None) -> Policy:
+    def _filled(self, policy: Policy) -> Policy:
         """``policy`` filled up to the budget when it is estimated under ``near`` of it (else itself)."""
-        if (not self.fills_budget or self.context.objectives or constraint is None or constraint + 1.0 >= self.near
-                or policy == self._start):
+        if not self.fills_budget or self.context.objectives or policy == self._start:
             return policy
-        filled = self.context.fill(policy, self.rng)
+        filled = self.context.fill(policy, self.rng, below=self.near)
         if filled == policy:
             return policy
         self.filled += 1
