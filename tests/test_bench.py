@@ -104,6 +104,23 @@ def test_table_reports_trials_to_within_per_seed():
     assert len(row) == 1 and row[0][5] == "2, never"
 
 
+def test_one_seed_is_given_without_a_spread_and_each_code_version_names_its_units():
+    """A single seed has no standard deviation (not '± 0.00'); a report merged from several code
+    versions says which searches each one ran."""
+    from autoprune.bench.markdown import code_note, paired_rows
+
+    runs = [RunResult("t", view, "a", 0, "s", "d", final_test=0.8, hypervolume=0.4, code="aaa") for view in ("trials", "time")]
+    runs += [RunResult("t", "trials", "a", 1, "s", "d", final_test=0.9, hypervolume=0.5, code="bbb"),
+             RunResult("t", "trials", "uniform", 0, "s", "d", final_test=0.7, hypervolume=0.3, code="aaa")]
+    rows = view_rows([r for r in runs if r.view == "trials"], ["a", "uniform"], "macs", None)
+    assert rows[0][1] == "85.00 ± 7.07" and rows[0][4] == "0.4500 ± 0.0707"
+    assert rows[1][1] == "70.00 (1 seed)" and rows[1][4] == "0.3000 (1 seed)"
+    assert paired_rows([r for r in runs if r.view == "trials"], ["a", "uniform"])[0][1] == "+10.00 (1 seed)"
+    (note, _) = code_note(runs)
+    assert note.endswith("`aaa`: `a` seed 0, `uniform` seed 0; `bbb`: `a` seed 1.")
+    assert code_note(runs[:2]) == ["Code behind these runs: `aaa`.", ""]
+
+
 def test_merged_runs_plot_their_final_cost_against_their_own_limit():
     from autoprune.bench.plots import relative_cost
 

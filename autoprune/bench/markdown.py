@@ -29,9 +29,16 @@ def _pct(x: float | None) -> str:
     return "–" if x is None or x != x else f"{100 * x:.2f}"
 
 
-def _mean_sd_pct(values: Sequence[float | None]) -> str:
+def _mean_sd(values: Sequence[float | None], scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± sd``; one value alone has no spread, so it is given as it is, marked one seed."""
     mean, sd, n = mean_sd(values)
-    return "–" if n == 0 else f"{100 * mean:.2f} ± {100 * sd:.2f}"
+    if n == 0:
+        return "–"
+    return f"{scale * mean:.{digits}f} " + (f"± {scale * sd:.{digits}f}" if n > 1 else "(1 seed)")
+
+
+def _mean_sd_pct(values: Sequence[float | None]) -> str:
+    return _mean_sd(values, 100.0)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -55,7 +62,6 @@ def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, refere
         # limits in ms of runs from different invocations differ while the budget (0.5 of dense) does not
         fractions = [f for f in (_pick_fraction(r) for r in mine) if f is not None]
         cost = "–" if not fractions else f"{sum(fractions) / len(fractions):.3f}"
-        hv_mean, hv_sd, _ = mean_sd([r.hypervolume for r in mine])
         reach = [trials_to_within(r.curve, reference) if reference is not None else None for r in mine]
         scored_mean, _, _ = mean_sd([r.scored for r in mine])
         probes_mean, _, _ = mean_sd([getattr(r, "probes", 0) for r in mine])
@@ -64,7 +70,7 @@ def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, refere
         errors = sum(r.error is not None for r in mine)
         rows.append([
             f"`{name}`", _mean_sd_pct([r.final_test for r in mine]), cost,
-            f"{sum(bool(r.within_budget) for r in mine)}/{len(mine)}", f"{hv_mean:.4f} ± {hv_sd:.4f}",
+            f"{sum(bool(r.within_budget) for r in mine)}/{len(mine)}", _mean_sd([r.hypervolume for r in mine], digits=4),
             ", ".join("never" if k is None else str(k) for k in reach), scored, f"{wall_mean:.0f}",
             str(errors) if errors else "",
         ])
@@ -100,7 +106,7 @@ def paired_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]
                 continue
             interval = "" if d.low != d.low else f" [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
             verdict = (" ahead" if d.low > 0 else " behind" if d.high < 0 else "") if d.excludes_zero else ""
-            cells.append(f"{100 * d.mean:+.2f}{interval}{verdict} ({d.pairs} seeds)")
+            cells.append(f"{100 * d.mean:+.2f}{interval}{verdict} ({d.pairs} seed{'s' if d.pairs != 1 else ''})")
         fractions = [f for f in (_pick_fraction(r) for r in runs if r.searcher == name) if f is not None]
         cells.append(", ".join(f"{f:.3f}" for f in fractions) or "–")
         rows.append(cells)
@@ -196,6 +202,19 @@ def dense_section(result) -> list[str]:
     return lines + ["", f"_{provenance(result)}_", ""]
 
 
+def code_note(runs: Sequence[Any]) -> list[str]:
+    """Which autoprune commit ran the searches; with several, which units each one ran."""
+    codes = sorted({r.code or "unrecorded" for r in runs})
+    if len(codes) == 1:
+        return [f"Code behind these runs: `{codes[0]}`.", ""]
+    if not codes:
+        return []
+    units = {c: list(dict.fromkeys(f"`{r.searcher}` seed {r.seed}" for r in runs if (r.code or "unrecorded") == c))
+             for c in codes}  # both views of a search are runs of one unit
+    return ["Code behind these runs (more than one version of the code: compare across them with care): "
+            + "; ".join(f"`{c}`: {', '.join(units[c])}" for c in codes) + ".", ""]
+
+
 def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
     from autoprune.bench.members import members_section
     from autoprune.bench.plots import plot_best_so_far, plot_front
@@ -264,11 +283,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
     if mine and missing:
         lines += [f"Missing from this task (not yet run; `autoprune bench ... --resume RUN_DIR` runs them): "
                   f"{', '.join(missing)}.", ""]
-    codes = sorted({r.code or "unrecorded" for r in mine})
-    if codes:
-        lines += [f"Code behind these runs: {', '.join(f'`{c}`' for c in codes)}"
-                  + (" (runs from more than one version of the code: compare across them with care)."
-                     if len(codes) > 1 else "."), ""]
+    lines += code_note(mine)
     if not mine:
         lines += ["No search of this task finished in the bench runs behind this report (an interrupted run, or "
                   "`--sections`/`--study` left it out): its numbers are not here.", ""]

@@ -66,8 +66,9 @@ def paper_section(result) -> list[str]:
         runs = [r for r in result.runs if r.task == task.name]
         model = task.settings.model.split(":")[0]
         for row in searcher_deltas(runs, dense["test_accuracy"], dense["costs"]["macs"]):
+            spread = f"± {row['sd']:.2f} ({row['seeds']} seeds)" if row["seeds"] > 1 else "(1 seed)"
             lines.append(f"| autoprune `{row['searcher']}` ({task.name}) | {model} | {100 * dense['test_accuracy']:.2f} → "
-                         f"{row['pruned']:.2f} | {row['delta']:+.2f} ± {row['sd']:.2f} ({row['seeds']} seeds) | "
+                         f"{row['pruned']:.2f} | {row['delta']:+.2f} {spread} | "
                          f"{row['reduction']:.2f}x |")
     for method, model, before, after, reduction in PUBLISHED:
         lines.append(f"| {method} | {model} | {before:.2f} → {after:.2f} | {after - before:+.2f} | {reduction:.2f}x |")
