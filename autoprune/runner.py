@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from autoprune.errors import UserError
 from autoprune.executors import Executor
@@ -105,6 +106,14 @@ class _Running:
     fidelity: str
     probe: bool
     future: concurrent.futures.Future
+    attrs: dict[str, Any]  # what the searcher asked the ledger to record with it (``trial_attrs``)
+
+    def trial(self, state: str, metrics: dict[str, float], constraint: float | None, searcher: str) -> Trial:
+        """The trial as the ledger will give it back: the searcher's numeric attrs among its
+        metrics and its portfolio member, so the live search and a resumed one see the same."""
+        numbers = {k: float(v) for k, v in self.attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return Trial(self.number, self.policy, state, {**numbers, **metrics}, self.seed, searcher, self.fidelity,
+                     constraint, member=str(self.attrs.get("member", "")), probe=self.probe)
 
 
 def _submit(recipe: TaskRecipe, template: TrialRequest, searcher: Searcher, ledger: Ledger, executor: Executor,
@@ -113,15 +122,16 @@ def _submit(recipe: TaskRecipe, template: TrialRequest, searcher: Searcher, ledg
     fidelity = (searcher.probe_fidelity or template.fidelity) if probe else template.fidelity
     number = ledger.start(policy, searcher=searcher.name, fidelity=fidelity, probe=probe)
     seed = trial_seed(config.seed, number)
-    ledger.annotate(number, seed=seed, **searcher.trial_attrs(policy))
+    attrs = searcher.trial_attrs(policy)
+    ledger.annotate(number, seed=seed, **attrs)
     request = replace(template, number=number, policy=policy, seed=seed, fidelity=fidelity,
                       limit=None if probe else template.limit)
-    return _Running(number, policy, seed, fidelity, probe, executor.submit(run_trial, recipe, request))
+    return _Running(number, policy, seed, fidelity, probe, executor.submit(run_trial, recipe, request), attrs)
 
 
 def _finish(running: _Running, searcher: Searcher, ledger: Ledger) -> tuple[Trial, TrialOutcome | None, str]:
     """Wait for a trial and record it: (the trial, its outcome or None, its error or '')."""
-    number, policy, future = running.number, running.policy, running.future
+    number, future = running.number, running.future
     concurrent.futures.wait([future])
     if getattr(future, "worker_retries", 0):  # its worker died, and the trial ran again
         ledger.annotate(number, worker_retries=future.worker_retries)
@@ -132,13 +142,10 @@ def _finish(running: _Running, searcher: Searcher, ledger: Ledger) -> tuple[Tria
     except Exception as exc:  # noqa: BLE001 - a broken trial must not end the search
         error = f"{type(exc).__name__}: {exc}"
         ledger.fail(number, error)
-        return Trial(number, policy, FAILED, {}, running.seed, searcher.name, running.fidelity,
-                     probe=running.probe), None, error
+        return running.trial(FAILED, {}, None, searcher.name), None, error
     ledger.finish(number, outcome.metrics, constraint=outcome.constraint, rejected=outcome.rejected)
     state = REJECTED if outcome.rejected else COMPLETE
-    trial = Trial(number, policy, state, dict(outcome.metrics), running.seed, searcher.name, running.fidelity,
-                  outcome.constraint, probe=running.probe)
-    return trial, outcome, ""
+    return running.trial(state, dict(outcome.metrics), outcome.constraint, searcher.name), outcome, ""
 
 
 def run_loop(

@@ -41,7 +41,8 @@ def new_ledger(problem: ToyProblem) -> Ledger:
     return Ledger(optuna.create_study(direction="maximize"), problem.space())
 
 
-def search(searcher, problem: ToyProblem, trials: int, seed: int = 0, ledger: Ledger | None = None, batch: int = 1):
+def search(searcher, problem: ToyProblem, trials: int, seed: int = 0, ledger: Ledger | None = None, batch: int = 1,
+           on_trial=None):
     """``trials`` scored trials with the runner's loop; returns the searcher and the ledger."""
     ledger = ledger or new_ledger(problem)
     searcher = make_searcher(searcher) if isinstance(searcher, str) else searcher
@@ -53,7 +54,8 @@ def search(searcher, problem: ToyProblem, trials: int, seed: int = 0, ledger: Le
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # knapsack's fallback notes
         scored_before = sum(t.scored and t.fidelity == template.fidelity for t in ledger.trials()) if told else 0
-        run_loop(None, template, searcher, ledger, ToyExecutor(problem), LoopConfig(trials=trials - scored_before, batch=batch, seed=seed))
+        run_loop(None, template, searcher, ledger, ToyExecutor(problem), LoopConfig(trials=trials - scored_before, batch=batch, seed=seed),
+                 on_trial=on_trial)
     return searcher, ledger
 
 
@@ -201,6 +203,20 @@ def test_the_report_and_show_give_each_members_share_and_the_pick(tmp_path):
     show_command(str(tmp_path), None, console)
     text = console.export_text()
     assert "Portfolio members" in text and "knapsack" in text and "portfolio/" in text
+
+
+def test_the_loop_hands_on_the_trials_as_the_ledger_gives_them_back():
+    """The bench reads member shares from the trials the loop hands ``on_trial`` (the headline
+    bench's portfolio seed 0 recorded none: those trials had no member, the ledger's had)."""
+    problem = ToyProblem.make(seed=0)
+    live = []
+    _, ledger = search("portfolio:random,knapsack", problem, 6, batch=2, on_trial=lambda t, _o: live.append(t))
+    stored = {t.number: t for t in ledger.trials()}
+    assert {t.member for t in live} == {"random", "knapsack"}
+    for trial in live:
+        again = stored[trial.number]
+        assert (trial.member, trial.probe, trial.state, trial.fidelity) == (again.member, again.probe, again.state, again.fidelity)
+        assert trial.metrics["member_ask_s"] == again.metrics["member_ask_s"]
 
 
 class WarmingRandom(RandomSearcher):
