@@ -22,7 +22,7 @@ from autoprune.errors import UserError
 from autoprune.executors import Executor
 from autoprune.searchers import Searcher
 from autoprune.space import Policy
-from autoprune.study import COMPLETE, FAILED, REJECTED, Ledger, Trial
+from autoprune.study import COMPLETE, FAILED, REJECTED, Ledger, Trial, numeric_attrs
 from autoprune.task import TaskRecipe
 from autoprune.trial import TrialOutcome, TrialRequest, run_trial
 
@@ -111,8 +111,7 @@ class _Running:
     def trial(self, state: str, metrics: dict[str, float], constraint: float | None, searcher: str) -> Trial:
         """The trial as the ledger will give it back: the searcher's numeric attrs among its
         metrics and its portfolio member, so the live search and a resumed one see the same."""
-        numbers = {k: float(v) for k, v in self.attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        return Trial(self.number, self.policy, state, {**numbers, **metrics}, self.seed, searcher, self.fidelity,
+        return Trial(self.number, self.policy, state, {**numeric_attrs(self.attrs), **metrics}, self.seed, searcher, self.fidelity,
                      constraint, member=str(self.attrs.get("member", "")), probe=self.probe)
 
 

@@ -344,11 +344,16 @@ def failure_reason(error: str) -> str:
     return "failed: " + (first if len(first) <= 200 else first[:197] + "...")
 
 
+def numeric_attrs(attrs: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers among a trial's user attributes: what a Trial's metrics hold besides its score."""
+    return {k: float(v) for k, v in attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def to_trial(frozen: optuna.trial.FrozenTrial, fingerprint: str) -> Trial:
     """An Optuna FrozenTrial as our Trial record."""
     attrs = frozen.user_attrs
     policy = Policy.from_dict(fingerprint, json.loads(attrs.get("policy", "{}")))
-    metrics = {k: float(v) for k, v in attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = numeric_attrs(attrs)
     if frozen.state == TrialState.COMPLETE and frozen.values:
         metrics[OBJECTIVE] = float(frozen.values[0])
     constraints = frozen.constraints if hasattr(frozen, "constraints") else {}
