@@ -35,10 +35,11 @@ def load_result(run_dir: Path, parser: argparse.ArgumentParser):
     argv = _without_searchers(shlex.split(command)[2:])  # past "autoprune bench"
     argv.append("--render=" + str(run_dir))
     cfg = bench_config(parser.parse_args(["bench", *argv]), command)
-    # The searchers the runs name, in their order (one unregistered since then still renders),
-    # then those the command asked for that have no run yet, so the report can list them missing.
-    searchers = tuple(dict.fromkeys([*(str(r["searcher"]) for r in data["runs"]),
-                                     *_recorded_searchers(shlex.split(command)[2:])])) or cfg.searchers
+    # The searchers the command asked for, in its order (those without a run yet are listed
+    # missing), then any other the runs name (one unregistered since then still renders): a unit
+    # run again (``--redo``) is saved last but keeps its row.
+    searchers = tuple(dict.fromkeys([*_recorded_searchers(shlex.split(command)[2:]),
+                                     *(str(r["searcher"]) for r in data["runs"])])) or cfg.searchers
     cfg = dataclasses.replace(cfg, searchers=searchers)
     tasks = [TaskSetup(t["name"], t["study"], settings_from_dict(t["settings"], t["study"]), t["dense"], None, t["error"])
              for t in data["tasks"]]
