@@ -727,3 +727,52 @@ def test_a_portfolio_run_keeps_each_members_share_and_the_report_shows_it():
     (row,) = [line for line in lines if line.startswith("| `portfolio`")]
     assert row == "| `portfolio` | 1 | `tpe` 60% (3 scored), `knapsack` 40% (1 scored) | `tpe` 60%, `knapsack` 40% | `tpe` |"
     assert members_section([RunResult("t", "trials", "tpe", 1, "s", "d")]) == []
+
+
+def test_a_latency_table_judges_every_unit_and_the_report_shows_the_reading_beside_it(bench, tmp_path):
+    """With ``latency_table`` in a recipe, every unit's search, pick and export check are the
+    table's estimates (one cost model whenever a unit runs); the export is also read on this
+    machine, paired with the dense model, and the report shows that reading beside the estimate."""
+    from autoprune.costs.table import load_device_table
+    from autoprune.prune import apply_policy, load_slimmed
+    from autoprune.rules import load_rules
+    from autoprune.space import SearchSpace
+
+    root = bench["root"]
+    table = tmp_path / "table.json"
+    assert main(["profile", "--model", "resnet20:width=4", "--data", f"imagefolder:{root / 'data'}", "--image-size", "16",
+                 "--latency-batch", "64", "--latency-warmup", "1", "--latency-repeats", "3", "--calibration", "4",
+                 "--cache-dir", str(root / "cache"), "--out", str(table)]) == 0
+    device_table = load_device_table(str(table))
+    dense_ms = device_table.estimate(build_tiny())
+    # a tiny network is mostly per-layer overhead: the budget halfway between its most pruned policy and dense
+    space = SearchSpace.from_model(build_tiny(), torch.zeros(1, 3, 16, 16), load_rules("cifar_resnet"))
+    floor = device_table.estimate(apply_policy(build_tiny(), space, space.most_pruned(), torch.zeros(1, 3, 16, 16))[0])
+    budget = round((1 + floor / dense_ms) / 2, 3)
+    recipe = tmp_path / "bench_tiny_latency.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": "resnet20:width=4", "data": "imagefolder:unused", "image_size": 16, "checkpoint": str(bench["ckpt"]),
+        "target": "latency", "budget": str(budget), "latency_batch": 64, "latency_warmup": 1, "latency_repeats": 3,
+        "latency_table": str(table), "seed": 0,
+    }))
+    out = tmp_path / "B.md"
+    assert main(["bench", "--quick", "--data-root", str(root / "data"), "--study", str(recipe), "--searchers", "uniform",
+                 "--sections", "trials", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+                 "--cache-dir", str(root / "cache"), "--set", "trials=2", "--set", "final_steps=3",
+                 "--set", "threads=1"]) == 0
+    (run_root,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    (run,) = json.loads((run_root / "results.json").read_text())["runs"]
+    assert run["error"] is None and run["within_budget"]
+    model = load_slimmed(Path(run["run_dir"]) / "trials" / "model.pt", build_tiny())
+    assert run["final_cost"] == pytest.approx(device_table.estimate(model))  # the table's verdict, not a reading
+    assert run["limit"] == pytest.approx(budget * dense_ms)
+    assert 0.0 < run["measured_fraction"] < 5.0  # read here: a ratio to dense over the budget
+    text = out.read_text()
+    assert "table estimate (measured here)" in text and f"(measured {run['measured_fraction']:.3f})" in text
+    assert "`table.json`, profiled once" in text
+
+
+def build_tiny() -> torch.nn.Module:
+    from autoprune.models import build_model
+
+    return build_model("resnet20:width=4", num_classes=3, in_channels=3)

@@ -110,6 +110,10 @@ class RunResult:
     final_cost: float | None = None
     limit: float = math.nan
     within_budget: bool | None = None
+    # With a latency table (estimates judge the search and the pick): the export's latency measured
+    # on this machine, paired with the dense model's, over the limit, so the report shows how far the
+    # table's verdict holds on the machine itself.
+    measured_fraction: float | None = None
     error: str | None = None
     code: str = ""  # the autoprune commit that ran it (``code_version``), so a merged report can say
     # The machine's 15-minute load average as the search ended: the equal-time view assumes the

@@ -51,8 +51,10 @@ def reference_accuracy(runs: Sequence[Any]) -> float | None:
     return max(ends) if ends else None
 
 
-def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, reference: float | None) -> list[list[str]]:
-    """One row per searcher: test accuracy, cost against budget, hypervolume, trials to within 0.5."""
+def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, reference: float | None,
+              measured: bool = False) -> list[list[str]]:
+    """One row per searcher: test accuracy, cost against budget (with ``measured``, the latency
+    table's estimate, then the reading on this machine), hypervolume, trials to within 0.5."""
     rows = []
     for name in searchers:
         mine = [r for r in runs if r.searcher == name]
@@ -68,6 +70,9 @@ def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, refere
         scored = f"{scored_mean:.1f}" + (f" (+{probes_mean:.0f} probes)" if probes_mean else "")
         wall_mean, _, _ = mean_sd([r.wall_s for r in mine])
         errors = sum(r.error is not None for r in mine)
+        here = [r.measured_fraction for r in mine if getattr(r, "measured_fraction", None) is not None]
+        if measured:
+            cost += f" (measured {sum(here) / len(here):.3f})" if here else " (measured –)"
         rows.append([
             f"`{name}`", _mean_sd_pct([r.final_test for r in mine]), cost,
             f"{sum(bool(r.within_budget) for r in mine)}/{len(mine)}", _mean_sd([r.hypervolume for r in mine], digits=4),
@@ -225,7 +230,10 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
     if task.error:
         return lines + [f"Skipped: {task.error}", ""]
     workers = trials_at_once(task.settings.executor, task.settings.workers)
-    header = ["searcher", "test acc (%) mean ± sd", f"pick's measured {d['metric']} / budget (mean)", "within budget",
+    table = task.settings.latency_table if d["metric"] == "latency_ms" else None
+    pick_cost = (f"pick's {d['metric']} / budget, table estimate (measured here) (mean)" if table else
+                 f"pick's measured {d['metric']} / budget (mean)")
+    header = ["searcher", "test acc (%) mean ± sd", pick_cost, "within budget",
               "hypervolume", "trials to within 0.5 pt (per seed)", "scored", "search s", "errors"]
     for view in ("trials", "time"):
         runs = [r for r in result.runs if r.task == task.name and r.view == view]
@@ -245,7 +253,14 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                       "trials and spent the time budget: this view is the search up to its last counted trial, "
                       "the next the trials finished within the time budget. Each view's pick gets the final "
                       "fine-tune and the test evaluation (once when both pick the same trial).", ""]
-        lines += _table(header, view_rows(runs, cfg.searchers, d["metric"], ref))
+        lines += _table(header, view_rows(runs, cfg.searchers, d["metric"], ref, measured=bool(table)))
+        if table:
+            lines += ["", f"Latency is judged by one cost model in every unit: the latency table "
+                      f"`{Path(table).name}`, profiled once on this machine (`autoprune profile`), estimates every "
+                      f"policy in the search, the pick and the export's check, so a policy at the budget's edge is "
+                      f"feasible or not whenever its unit runs. In brackets, the exported model's latency read on "
+                      f"this machine as the bench ended its unit, paired with the dense model's (9 rounds), over the "
+                      f"budget."]
         lines += ["", f"Hypervolume: pymoo's HV of the scored trials' (1 − val acc, {d['metric']} / dense) against the "
                   f"reference point (1, 1). Trials to within 0.5 pt: scored trials until the best feasible search "
                   f"accuracy came within 0.5 points of the best any run reached here ({_pct(ref)}%). Probes: "

@@ -140,6 +140,22 @@ def finish_views(problem, ledger, run: Anytime, results: list[RunResult], execut
         res.final_val, res.final_test = m.get("val_accuracy"), m.get("test_accuracy")
         res.final_cost = final.verified_cost
         res.within_budget = final.verified_cost <= problem.limit
+        res.measured_fraction = measured_fraction(problem, final.model_path)
+
+
+def measured_fraction(problem, model_path: Path) -> float | None:
+    """With a latency table and a budget relative to dense: the exported model's latency measured
+    here (paired with the dense model, ``VERIFY_ROUNDS`` rounds) over the budget; else None."""
+    from autoprune.costs.latency import paired_latency
+    from autoprune.finalize import VERIFY_ROUNDS
+    from autoprune.prune import load_slimmed
+
+    if problem.cost.table is None or problem.metric != "latency_ms" or problem.budget.fraction is None:
+        return None
+    model = load_slimmed(model_path, problem.task.model)
+    here = dataclasses.replace(problem.cost, table=None)
+    _, ratio = paired_latency(model, problem.task.model, here, rounds=VERIFY_ROUNDS)
+    return ratio / problem.budget.fraction
 
 
 def forget_unfinished(storage: str, study_name: str) -> None:
