@@ -226,7 +226,7 @@ def build_problem(settings: SearchSettings, *, log=print, task: Task | None = No
         # judged as trials are, on the ratio to the dense model timed alongside: two readings
         # taken apart can differ by more than the margin on a busy machine
         floor = paired_latency(floor_model, task.model, cost)[1] * dense["latency_ms"]
-        if floor > limit:  # refusing the run takes more evidence: a busy spell can bias three rounds
+        if floor > limit and cost.table is None:  # refusing takes more evidence: a busy spell can bias three rounds
             log(f"the most pruned policy read {floor / dense['latency_ms']:.2f} of dense, over the budget; reading it again")
             floor = paired_latency(floor_model, task.model, cost, rounds=9)[1] * dense["latency_ms"]
     elif budget.target == "latency":

@@ -115,6 +115,13 @@ def test_profile_search_and_measure_from_the_command_line(tmp_path, capsys):
                  "--latency-repeats", "3"]) == 0
     printed = capsys.readouterr()
     assert "ms measured here" in printed.out + printed.err and "the table estimated" in printed.out + printed.err
+    # a budget out of the table's reach is refused at once: an estimate is not read again
+    code = main(["search", "--latency-table", str(table), "--budget", "0.05", "--model", "resnet20:width=4",
+                 "--image-size", "16", "--dense-epochs", "1", "--run-dir", str(tmp_path / "low"), "--cache-dir", cache])
+    printed = capsys.readouterr()
+    said = " ".join((printed.out + printed.err).split())  # the console wraps long lines
+    assert code == 2 and "cannot be met" in said and "estimated from latency table phone.json" in said
+    assert "reading it again" not in said
 
 
 def test_search_refuses_a_missing_table_before_any_work(tmp_path, capsys):
