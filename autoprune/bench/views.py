@@ -121,6 +121,7 @@ def finish_views(problem, ledger, run: Anytime, results: list[RunResult], execut
 
     finals: dict[int, object] = {}
     readings: dict[int, float] = {}  # the views share their re-measurements: one trial, one verdict
+    measured: dict[int, float | None] = {}  # and the reading of their export here
     for res in results:
         if res.error is not None:
             continue
@@ -131,6 +132,7 @@ def finish_views(problem, ledger, run: Anytime, results: list[RunResult], execut
                 here = dataclasses.replace(problem, run_dir=Path(problem.run_dir) / res.view)
                 here.run_dir.mkdir(parents=True, exist_ok=True)
                 finals[best.number] = finalize(here, ledger, best, executor, log=lambda _m: None)
+                measured[best.number] = measured_fraction(problem, finals[best.number].model_path)
             final = finals[best.number]
         except Exception as exc:  # noqa: BLE001 - e.g. no feasible policy found
             res.error = f"{type(exc).__name__}: {exc}"
@@ -140,7 +142,7 @@ def finish_views(problem, ledger, run: Anytime, results: list[RunResult], execut
         res.final_val, res.final_test = m.get("val_accuracy"), m.get("test_accuracy")
         res.final_cost = final.verified_cost
         res.within_budget = final.verified_cost <= problem.limit
-        res.measured_fraction = measured_fraction(problem, final.model_path)
+        res.measured_fraction = measured[best.number]
 
 
 def measured_fraction(problem, model_path: Path) -> float | None:
