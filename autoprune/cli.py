@@ -55,6 +55,8 @@ HELP = {
               "here override them): run the missing --trials, then whichever of the final fine-tune, export "
               "and report is missing",
     "fidelity": "how candidates are scored: bn (BN recalibration only) | kd:N (N distillation steps)",
+    "probe_fidelity": "how the probes of the searchers that take them are scored (knapsack's sensitivity scan, "
+                      "purl's score after every step): bn | kd:N; probes do not count against --trials",
     "rungs": "multi-fidelity successive halving, cheapest first (bn,kd:30,kd:100): --trials policies scored "
              "at the first rung, the best third promoted to each next; overrides --fidelity",
     "criterion": "channel importance: magnitude | taylor | bn",
@@ -106,14 +108,14 @@ GROUPS = {
                           "latency_repeats"),
     "model and data": ("model", "data", "checkpoint", "image_size", "dense_epochs", "train_limit", "val_limit"),
     "search": ("searcher", "agent", "algorithm", "trials", "time_limit", "space", "granularity", "seed", "resume"),
-    "scoring": ("fidelity", "rungs", "criterion", "final_steps", "feature_distill", "lr"),
+    "scoring": ("fidelity", "probe_fidelity", "rungs", "criterion", "final_steps", "feature_distill", "lr"),
     "execution": ("device", "executor", "workers", "threads", "ray_address", "trial_cpus", "trial_gpus"),
     "output and storage": ("run_dir", "storage", "study_name", "cache_dir"),
 }
 # Placeholders in the help (argparse's default, the flag's name in capitals, is long for some).
 METAVARS = {
     "target": "TARGET", "budget": "BUDGET", "model": "SPEC", "data": "SPEC", "checkpoint": "FILE",
-    "space": "RULES", "granularity": "KIND", "searcher": "NAME", "agent": "NAME", "fidelity": "F",
+    "space": "RULES", "granularity": "KIND", "searcher": "NAME", "agent": "NAME", "fidelity": "F", "probe_fidelity": "F",
     "rungs": "F,F,...", "criterion": "NAME", "executor": "NAME", "ray_address": "ADDRESS", "run_dir": "DIR",
     "storage": "URL", "study_name": "NAME", "cache_dir": "DIR", "lr": "LR", "feature_distill": "WEIGHT",
     "time_limit": "SECONDS", "device": "DEVICE", "latency_device": "DEVICE", "latency_table": "FILE", "objectives": "A,B,...",

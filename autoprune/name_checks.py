@@ -141,5 +141,6 @@ def _latency_table_problem(path: str) -> str:
 NAME_CHECKS = {
     "device": _device_problem, "latency_device": _latency_device_problem, "latency_table": _latency_table_problem,
     "searcher": _searcher_problem, "target": _target_problem, "objectives": _objectives_problem, "fidelity": _fidelity_problem,
+    "probe_fidelity": _fidelity_problem,
     "rungs": _rungs_problem, "model": _model_problem, "data": _data_problem, "space": _space_problem,
 }

@@ -369,7 +369,7 @@ def make_run_searcher(problem: Problem):
     built here, before the search loop: the lookup table is profiled and calibrated once per
     device (seconds), which would otherwise land in the first ask, inside the timed search."""
     searcher = make_searcher(problem.settings.searcher, agent=problem.settings.agent,
-                             algorithm=problem.settings.algorithm)
+                             algorithm=problem.settings.algorithm, probe_fidelity=problem.settings.probe_fidelity)
     context = search_context(problem)
     if problem.budget.target == "latency" and context.estimate is not None:
         context.estimate(problem.space.dense())

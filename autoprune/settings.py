@@ -37,6 +37,7 @@ class SearchSettings:
     trials: int = 20
     fidelity: str = "kd:100"
     rungs: str | None = None
+    probe_fidelity: str = "bn"
     final_steps: int = 600
     feature_distill: float = 0.0
     lr: float = 0.01
@@ -115,7 +116,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "agent": ("ddpg", "td3", "sac"),
     "algorithm": ("nsga2", "nsga3"),
 }
-NON_EMPTY = ("target", "budget", "objectives", "model", "data", "searcher", "fidelity", "study_name")
+NON_EMPTY = ("target", "budget", "objectives", "model", "data", "searcher", "fidelity", "probe_fidelity", "study_name")
 def check_together(values: dict[str, Any], where: str) -> None:
     """Checks of one setting against another: the budget's syntax and unit for its target (none
     only with objectives), whether the searcher can search several objectives, and Ray's

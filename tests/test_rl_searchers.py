@@ -163,6 +163,18 @@ def test_purl_probes_are_not_counted_against_trials():
     assert searcher.agent.steps == 6 * 6
 
 
+def test_the_probe_fidelity_reaches_the_searchers_that_probe(tmp_path, capsys):
+    from autoprune.cli import main
+    from autoprune.searchers import make_searcher
+
+    assert make_searcher("purl").probe_fidelity == "bn"  # PuRL's own choice
+    assert make_searcher("purl", probe_fidelity="kd:30").probe_fidelity == "kd:30"
+    assert make_searcher("knapsack", probe_fidelity="kd:30").probe_fidelity == "kd:30"
+    assert make_searcher("portfolio:purl,tpe", probe_fidelity="kd:30").probe_fidelity == "kd:30"
+    assert main(["search", "--probe-fidelity", "kd:x", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "--probe-fidelity" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_purl_rewards_sum_to_the_episode_reward():
     problem = ToyProblem.make(seed=0)
     searcher = small("purl")
@@ -257,14 +269,15 @@ def test_amc_from_the_command_line_and_resumed(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_purl_from_the_command_line(tmp_path, cache):
+@pytest.mark.parametrize("probe", ["bn", "kd:1"])
+def test_purl_from_the_command_line(tmp_path, cache, probe):
     from autoprune.cli import main
 
     run_dir = tmp_path / "purl"  # one variable per stage: 4 steps, so at most 3 probes an episode
     assert main(["search", *TINY, "--searcher", "purl", "--trials", "2", "--granularity", "stage", "--run-dir",
-                 str(run_dir), "--cache-dir", cache]) == 0
+                 str(run_dir), "--cache-dir", cache, *(["--probe-fidelity", probe] if probe != "bn" else [])]) == 0
     trials = _ledger(run_dir)
-    probes = [t for t in trials if t.user_attrs["fidelity"] == "bn"]
+    probes = [t for t in trials if t.user_attrs["fidelity"] == probe]
     search = [t for t in trials if t.user_attrs["fidelity"] == "kd:3"]
     assert len(search) == 2  # the probes did not use up the trial budget
     assert probes and all(t.user_attrs["searcher"] == "purl" for t in probes + search)
