@@ -70,8 +70,8 @@ def view_rows(runs: Sequence[Any], searchers: Sequence[str], metric: str, refere
         scored = f"{scored_mean:.1f}" + (f" (+{probes_mean:.0f} probes)" if probes_mean else "")
         wall_mean, _, _ = mean_sd([r.wall_s for r in mine])
         errors = sum(r.error is not None for r in mine)
-        here = [r.measured_fraction for r in mine if getattr(r, "measured_fraction", None) is not None]
         if measured:
+            here = [r.measured_fraction for r in mine if getattr(r, "measured_fraction", None) is not None]
             cost += f" (measured {sum(here) / len(here):.3f})" if here else " (measured –)"
         rows.append([
             f"`{name}`", _mean_sd_pct([r.final_test for r in mine]), cost,
