@@ -25,7 +25,8 @@ def provenance(result) -> str:
             f"torch-pruning {v['torch-pruning']}, optuna {v['optuna']}, autoprune {v['autoprune']}")
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with two decimals, or a dash when missing."""
     return "–" if x is None or x != x else f"{100 * x:.2f}"
 
 
@@ -41,7 +42,8 @@ def _mean_sd_pct(values: Sequence[float | None]) -> str:
     return _mean_sd(values, 100.0)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
@@ -179,7 +181,7 @@ def scale_section(result) -> list[str]:
     rows = [[t.name, str(t.settings.trials), f"`{t.settings.fidelity}`", str(t.settings.final_steps),
              used(t, "train", t.settings.train_limit), used(t, "val", t.settings.val_limit),
              str(t.dense.get("test_images", "all")), str(cfg.seeds)] for t in tasks]
-    lines += _table(["task", "trials", "search fidelity", "final steps", "train images", "val images", "test images",
+    lines += md_table(["task", "trials", "search fidelity", "final steps", "train images", "val images", "test images",
                      "seeds"], rows)
     if scaled:
         lines += ["", "The same recipes at full scale are what a user with a GPU (or many cores) runs, e.g. "
@@ -199,11 +201,11 @@ def dense_section(result) -> list[str]:
         how = (f"`{d['command']}`" if d.get("command") else
                f"`{d['checkpoint']}` (no training record)" if d.get("checkpoint") else
                f"trained by the harness: {d.get('epochs')} epochs on {d.get('train_limit') or 'all'} images (throwaway)")
-        rows.append([t.name, f"`{t.settings.model}`", _pct(d["val_accuracy"]), _pct(d["test_accuracy"]),
+        rows.append([t.name, f"`{t.settings.model}`", pct(d["val_accuracy"]), pct(d["test_accuracy"]),
                      f"{format_metric(metric, costs[metric])}; budget {t.settings.target} ≤ "
                      f"{format_metric(metric, d['limit'])} ({d['cost_settings']})", how])
     lines = ["## Dense reference models", ""]
-    lines += _table(["task", "model", "val acc (%)", "test acc (%)", "dense cost and budget", "weights made by"], rows)
+    lines += md_table(["task", "model", "val acc (%)", "test acc (%)", "dense cost and budget", "weights made by"], rows)
     return lines + ["", f"_{provenance(result)}_", ""]
 
 
@@ -253,7 +255,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                       "trials and spent the time budget: this view is the search up to its last counted trial, "
                       "the next the trials finished within the time budget. Each view's pick gets the final "
                       "fine-tune and the test evaluation (once when both pick the same trial).", ""]
-        lines += _table(header, view_rows(runs, cfg.searchers, d["metric"], ref, measured=bool(table)))
+        lines += md_table(header, view_rows(runs, cfg.searchers, d["metric"], ref, measured=bool(table)))
         if table:
             lines += ["", f"Latency is judged by one cost model in every unit: the latency table "
                       f"`{Path(table).name}`, profiled once on this machine (`autoprune profile`), estimates every "
@@ -263,12 +265,12 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                       f"budget."]
         lines += ["", f"Hypervolume: pymoo's HV of the scored trials' (1 − val acc, {d['metric']} / dense) against the "
                   f"reference point (1, 1). Trials to within 0.5 pt: scored trials until the best feasible search "
-                  f"accuracy came within 0.5 points of the best any run reached here ({_pct(ref)}%). Probes: "
+                  f"accuracy came within 0.5 points of the best any run reached here ({pct(ref)}%). Probes: "
                   f"policies a searcher had scored at a cheaper fidelity (knapsack's sensitivity scan, adaptive BN "
                   f"only); they are not counted as scored trials, and their time is in `search s`.", ""]
         lines += members_section(runs)
         lines += [f"#### Against the baselines ({VIEW_TITLES[view].lower()})", ""]
-        lines += _table(["searcher", "test acc − `uniform` (pt) [95% CI]", "test acc − `random` (pt) [95% CI]",
+        lines += md_table(["searcher", "test acc − `uniform` (pt) [95% CI]", "test acc − `random` (pt) [95% CI]",
                          "pick's cost / budget, per seed"], paired_rows(runs, cfg.searchers))
         lines += ["", "Differences are paired by seed (same task, same seed), in points of final test accuracy; the "
                   "interval is a percentile bootstrap over seeds (10,000 resamples, seeded), marked ahead or "
@@ -286,7 +288,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                                      provenance(result).replace("`", ""))
             lines += [f"![best so far against trials]({os.path.relpath(curve, out_dir)})", ""]
             lines += ["#### Cost per scored trial (median seconds per phase)", ""]
-            lines += _table(["searcher", "prune", "measure", "finetune", "evaluate", "wall s per scored trial",
+            lines += md_table(["searcher", "prune", "measure", "finetune", "evaluate", "wall s per scored trial",
                              "overhead"], cost_rows(runs, cfg.searchers, workers))
             lines += ["", "Overhead: the worker time available (wall × trials at once"
                       f", here {workers}) not spent fine-tuning or evaluating (searcher set-up, asking, pruning, "

@@ -10,7 +10,7 @@ import math
 import os
 from pathlib import Path
 
-from autoprune.bench.markdown import _pct, _table, provenance
+from autoprune.bench.markdown import md_table, pct, provenance
 from autoprune.bench.metrics import spearman_interval
 
 
@@ -36,7 +36,7 @@ def fidelity_section(result, figures: Path, out_dir: Path) -> list[str]:
         low, high = spearman_interval([a for a, _ in pairs], [b for _, b in pairs])
         rows.append([f"`{c}`", "–" if rho != rho else f"{rho:.3f}", "–" if low != low else f"{low:.2f} to {high:.2f}",
                      "–" if med.get(c) is None else f"{med[c]:.1f}"])
-    lines += _table(["cheap score", "Spearman ρ with final", "95% interval (bootstrap over policies)",
+    lines += md_table(["cheap score", "Spearman ρ with final", "95% interval (bootstrap over policies)",
                      "median s per policy"], rows)
     if med.get("final") is not None:
         lines += ["", f"The final fine-tune took a median {med['final']:.1f} s per policy."]
@@ -68,10 +68,10 @@ def finetune_section(result, figures: Path, out_dir: Path) -> list[str]:
     lines += [f"The `uniform` policy closest under {c['macs_fraction']} of dense MACs on `{c['task']}`, given the final "
               f"fine-tune (distillation from the dense model, cosine learning rate from {c['lr']} to 0 over the steps, "
               f"batches drawn from {c['train_images']} training images) at each length, then tested on the whole test "
-              f"split. Dense: {_pct(dense)}%.", ""]
-    rows = [[str(p["steps"]), _pct(p["test_accuracy"]), f"{100 * (p['test_accuracy'] - dense):+.2f}",
+              f"split. Dense: {pct(dense)}%.", ""]
+    rows = [[str(p["steps"]), pct(p["test_accuracy"]), f"{100 * (p['test_accuracy'] - dense):+.2f}",
              f"{p['macs_of_dense']:.3f}", f"{p['finetune_s']:.0f}"] for p in c["points"]]
-    lines += _table(["final steps", "test accuracy", "points vs dense", "MACs of dense", "fine-tune s"], rows)
+    lines += md_table(["final steps", "test accuracy", "points vs dense", "MACs of dense", "fine-tune s"], rows)
     summary = curve_summary(c)
     if summary:
         verdict = "within" if summary["within"] else "**not** within"
@@ -102,6 +102,6 @@ def throughput_section(result) -> list[str]:
              "workers) not spent fine-tuning or evaluating. Latency readings are protected from the parallel workers: "
              "each holds its device alone, and training yields to it between steps (`autoprune/meter.py`), so a "
              "reading waits for at most one step per worker instead of timing their training too.", ""]
-    lines += _table(["executor", "workers", "scored", "wall s", "scored trials / min", "vs 1 worker", "overhead",
+    lines += md_table(["executor", "workers", "scored", "wall s", "scored trials / min", "vs 1 worker", "overhead",
                       "notes"], rows)
     return lines + ["", f"_{provenance(result)}_", ""]
