@@ -274,8 +274,9 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                          "pick's cost / budget, per seed"], paired_rows(runs, cfg.searchers))
         lines += ["", "Differences are paired by seed (same task, same seed), in points of final test accuracy; the "
                   "interval is a percentile bootstrap over seeds (10,000 resamples, seeded), marked ahead or "
-                  "behind only where it excludes zero. With three seeds an interval is wide: a searcher counts "
-                  "as better only where it is marked ahead. Cost / budget is the exported model's re-measured "
+                  "behind only where it excludes zero. With three seeds or fewer the interval runs from the "
+                  "smallest to the largest paired difference, so ahead means ahead at every seed (three of "
+                  "three: a one-sided sign test's p = 0.125; the 95% is nominal). Cost / budget is the exported model's re-measured "
                   "cost over the limit: a pick far under 1.000 left budget unused.", ""]
         errs = sorted({f"`{r.searcher}` seed {r.seed}: {r.error}" for r in runs if r.error})
         lines += [f"- {e}" for e in errs] + ([""] if errs else [])
