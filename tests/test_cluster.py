@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -93,7 +94,13 @@ def head(tmp_path: Path) -> Iterator[Head]:
     pytest.importorskip("ray")
     gcs, dashboard, *others = _free_ports(10)
     temp = Path(tempfile.mkdtemp(prefix="ap-ray-", dir="/tmp"))  # unix socket paths must stay short
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # `ray start` never creates a missing token (a fresh machine has no ~/.ray/auth_token): the head and
+    # every client read this run's own token file, and the user's ~/.ray is left alone
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_AUTH_TOKEN", None)
     env.pop("RAY_ADDRESS", None)
     names = ["--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
              "--runtime-env-agent-port", "--metrics-export-port", "--node-manager-port", "--object-manager-port"]
