@@ -182,7 +182,7 @@ def scale_section(result) -> list[str]:
              used(t, "train", t.settings.train_limit), used(t, "val", t.settings.val_limit),
              str(t.dense.get("test_images", "all")), str(cfg.seeds)] for t in tasks]
     lines += md_table(["task", "trials", "search fidelity", "final steps", "train images", "val images", "test images",
-                     "seeds"], rows)
+                        "seeds"], rows)
     if scaled:
         lines += ["", "The same recipes at full scale are what a user with a GPU (or many cores) runs, e.g. "
                   "`autoprune bench --trials 30 --set train_limit=null --set val_limit=null --set fidelity=kd:300 "
@@ -271,13 +271,13 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
         lines += members_section(runs)
         lines += [f"#### Against the baselines ({VIEW_TITLES[view].lower()})", ""]
         lines += md_table(["searcher", "test acc − `uniform` (pt) [95% CI]", "test acc − `random` (pt) [95% CI]",
-                         "pick's cost / budget, per seed"], paired_rows(runs, cfg.searchers))
+                            "pick's cost / budget, per seed"], paired_rows(runs, cfg.searchers))
         lines += ["", "Differences are paired by seed (same task, same seed), in points of final test accuracy; the "
                   "interval is a percentile bootstrap over seeds (10,000 resamples, seeded), marked ahead or "
                   "behind only where it excludes zero. With three seeds or fewer the interval runs from the "
                   "smallest to the largest paired difference, so ahead means ahead at every seed (three of "
-                  "three: a one-sided sign test's p = 0.125; the 95% is nominal). Cost / budget is the exported model's re-measured "
-                  "cost over the limit: a pick far under 1.000 left budget unused.", ""]
+                  "three: a one-sided sign test's p = 0.125; the 95% is nominal). Cost / budget is the exported "
+                  "model's re-measured cost over the limit: a pick far under 1.000 left budget unused.", ""]
         errs = sorted({f"`{r.searcher}` seed {r.seed}: {r.error}" for r in runs if r.error})
         lines += [f"- {e}" for e in errs] + ([""] if errs else [])
         front = plot_front(figures / f"{task.name}_{view}_front.png", runs, cfg.searchers, d["metric"],
@@ -290,7 +290,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
             lines += [f"![best so far against trials]({os.path.relpath(curve, out_dir)})", ""]
             lines += ["#### Cost per scored trial (median seconds per phase)", ""]
             lines += md_table(["searcher", "prune", "measure", "finetune", "evaluate", "wall s per scored trial",
-                             "overhead"], cost_rows(runs, cfg.searchers, workers))
+                                "overhead"], cost_rows(runs, cfg.searchers, workers))
             lines += ["", "Overhead: the worker time available (wall × trials at once"
                       f", here {workers}) not spent fine-tuning or evaluating (searcher set-up, asking, pruning, "
                       "measuring, rejected policies, the ledger, idle workers), as a fraction of it.", ""]

@@ -37,7 +37,7 @@ def fidelity_section(result, figures: Path, out_dir: Path) -> list[str]:
         rows.append([f"`{c}`", "–" if rho != rho else f"{rho:.3f}", "–" if low != low else f"{low:.2f} to {high:.2f}",
                      "–" if med.get(c) is None else f"{med[c]:.1f}"])
     lines += md_table(["cheap score", "Spearman ρ with final", "95% interval (bootstrap over policies)",
-                     "median s per policy"], rows)
+                        "median s per policy"], rows)
     if med.get("final") is not None:
         lines += ["", f"The final fine-tune took a median {med['final']:.1f} s per policy."]
     if "chosen" in f:
@@ -103,5 +103,5 @@ def throughput_section(result) -> list[str]:
              "each holds its device alone, and training yields to it between steps (`autoprune/meter.py`), so a "
              "reading waits for at most one step per worker instead of timing their training too.", ""]
     lines += md_table(["executor", "workers", "scored", "wall s", "scored trials / min", "vs 1 worker", "overhead",
-                      "notes"], rows)
+                         "notes"], rows)
     return lines + ["", f"_{provenance(result)}_", ""]
