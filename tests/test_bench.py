@@ -453,8 +453,46 @@ def test_render_merges_runs_of_several_bench_commands(bench):
                                 runs=[], fidelity=None)
     merged = merge([one, other])
     assert len(merged.runs) == len(one.runs) and merged.fidelity == one.fidelity
-    assert merged.config.command == f"{one.config.command}; autoprune bench --sections fidelity"
+    assert merged.config.command == f"autoprune bench --render {one.root} {other.root}"  # what regenerates it
     assert [t.name for t in merged.tasks] == [t.name for t in one.tasks]
+
+
+def test_each_section_of_a_merged_report_names_the_command_that_made_it(bench, tmp_path):
+    """A report merged from a search run and a later fidelity run: the task's tables carry the
+    search's command, the fidelity table the fidelity run's, and the header lists both runs."""
+    from autoprune.bench.markdown import write_markdown
+    from autoprune.bench.render import load_result, merge
+    from autoprune.cli import parser
+
+    with registered_broken():
+        one = load_result(bench["run_root"], parser())
+    later = {**one.machine, "date": "2031-01-01 00:00 UTC"}
+    fidelity_run = dataclasses.replace(one, config=dataclasses.replace(one.config, command="autoprune bench --sections fidelity"),
+                                       runs=[], machine=later, root=Path("elsewhere"))
+    searches_only = dataclasses.replace(one, fidelity=None)
+    merged = merge([searches_only, fidelity_run])
+    (task,) = merged.tasks
+    assert merged.sources[f"task:{task.name}"][0] == one.config.command
+    assert merged.sources["fidelity"] == ("autoprune bench --sections fidelity", later)
+    out = tmp_path / "BENCHMARKS.md"
+    merged = dataclasses.replace(merged, config=dataclasses.replace(merged.config, out=out, figures_dir=tmp_path / "f"))
+    text = write_markdown(merged).read_text()
+    fidelity = text[text.index("## Fidelity of the cheap scores"):]
+    fidelity = fidelity[:fidelity.index("\n## ")] if "\n## " in fidelity else fidelity
+    assert "`autoprune bench --sections fidelity` · 2031-01-01" in fidelity and one.config.command not in fidelity
+    task_part = text[text.index(f"## Task `{task.name}`"):text.index("## Fidelity of the cheap scores")]
+    assert f"`{one.config.command}` · {one.machine['date']}" in task_part and "--sections fidelity" not in task_part
+    assert "- `elsewhere` (2031-01-01 00:00 UTC" in text and "; fidelity): `autoprune bench --sections fidelity`" in text
+
+
+def test_dense_weights_trained_in_two_commands_name_both_in_order():
+    from autoprune.bench.markdown import training_chain
+
+    record = {"init": {"command": "autoprune train --epochs 40 --out a.pt", "checkpoint": "models/a40.pt"}}
+    assert training_chain(record, "autoprune train --init models/a40.pt --out a.pt") == (
+        "`autoprune train --epochs 40 --out a.pt` (kept as `models/a40.pt`), then "
+        "`autoprune train --init models/a40.pt --out a.pt`")
+    assert training_chain({}, "autoprune train") == "`autoprune train`"
 
 
 def test_a_task_without_finished_searches_says_so_instead_of_an_empty_section(bench, tmp_path):
@@ -497,7 +535,7 @@ def test_a_searcher_run_again_replaces_only_its_own_searches_at_the_same_time_bu
                                 config=dataclasses.replace(first.config, command="autoprune bench --searchers uniform"))
     merged = merge([first, rerun])
     assert sorted(merged.runs, key=str) == sorted([r for r in first.runs if r.searcher != "uniform"] + redone, key=str)
-    assert "--searchers uniform" in merged.config.command
+    assert "--searchers uniform" in merged.sources[f"task:{task}"][0]  # the later run made the task's tables
     elsewhere = dataclasses.replace(rerun, time_limits={task: first.time_limits[task] + 5})
     with pytest.raises(UserError, match="--time-limit"):
         merge([first, elsewhere])

@@ -138,6 +138,10 @@ class BenchResult:
     storage: str
     elapsed_s: float
     finetune: dict[str, Any] | None = None
+    # A report merged from several runs (``--render A B``): the runs, and per section ("dense",
+    # "task:<name>", "fidelity", "finetune", "throughput") the command and machine behind it.
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def resolve_data_root(given: str | None) -> Path:
@@ -281,11 +285,12 @@ def run_bench(cfg: BenchConfig, log: Log = print) -> BenchResult:
     fidelity: dict[str, Any] | None = earlier.fidelity if earlier else None
     finetune: dict[str, Any] | None = earlier.finetune if earlier else None
     throughput: list[dict[str, Any]] = list(earlier.throughput) if earlier else []
+    spent_before = earlier.elapsed_s if earlier else 0.0  # a resumed run's time adds up over its invocations
 
     def save() -> BenchResult:
         """results.json with everything finished so far (the sections as they stand now)."""
         result = BenchResult(cfg, machine, tasks, runs, time_limits, fidelity, throughput, root, storage,
-                             time.perf_counter() - started, finetune)
+                             spent_before + time.perf_counter() - started, finetune)
         # atomic: a bench killed while saving keeps every unit it had (a resume reads this file)
         write_text_atomic(root / "results.json", json.dumps(to_json(result), indent=1, default=str))
         return result

@@ -18,10 +18,12 @@ from autoprune.objectives import format_metric
 VIEW_TITLES = {"trials": "Same number of scored trials", "time": "Same wall-clock budget"}
 
 
-def provenance(result) -> str:
-    """One line: command, date, machine, versions (repeated under every table and figure)."""
-    m, v = result.machine, result.machine["versions"]
-    return (f"`{result.config.command}` · {m['date']} · {m['cores']} cores, {m['cpu']} · torch {v['torch']}, "
+def provenance(result, section: str | None = None) -> str:
+    """One line: command, date, machine, versions (repeated under every table and figure). In a
+    report merged from several runs, ``section`` picks the run behind it: its command made it."""
+    command, m = result.sources.get(section, (result.config.command, result.machine))
+    v = m["versions"]
+    return (f"`{command}` · {m['date']} · {m['cores']} cores, {m['cpu']} · torch {v['torch']}, "
             f"torch-pruning {v['torch-pruning']}, optuna {v['optuna']}, autoprune {v['autoprune']}")
 
 
@@ -190,6 +192,18 @@ def scale_section(result) -> list[str]:
     return lines + [""]
 
 
+def training_chain(record: dict[str, Any], command: str) -> str:
+    """The commands that made a checkpoint, earliest first: one trained ``--init`` from another
+    names that one's command too (and the file it was kept as, which its command may not say)."""
+    steps = [f"`{command}`"]
+    init = record.get("init")
+    while isinstance(init, dict) and init.get("command"):
+        kept = f" (kept as `{init['checkpoint']}`)" if init.get("checkpoint") else ""
+        steps.insert(0, f"`{init['command']}`{kept}")
+        init = init.get("init")
+    return ", then ".join(steps)
+
+
 def dense_section(result) -> list[str]:
     rows = []
     for t in result.tasks:
@@ -198,7 +212,7 @@ def dense_section(result) -> list[str]:
             rows.append([t.name, f"`{t.settings.model}`", "–", "–", "–", f"skipped: {t.error}"])
             continue
         costs, metric = d["costs"], d["metric"]
-        how = (f"`{d['command']}`" if d.get("command") else
+        how = (training_chain(d.get("trained") or {}, d["command"]) if d.get("command") else
                f"`{d['checkpoint']}` (no training record)" if d.get("checkpoint") else
                f"trained by the harness: {d.get('epochs')} epochs on {d.get('train_limit') or 'all'} images (throwaway)")
         rows.append([t.name, f"`{t.settings.model}`", pct(d["val_accuracy"]), pct(d["test_accuracy"]),
@@ -206,7 +220,7 @@ def dense_section(result) -> list[str]:
                      f"{format_metric(metric, d['limit'])} ({d['cost_settings']})", how])
     lines = ["## Dense reference models", ""]
     lines += md_table(["task", "model", "val acc (%)", "test acc (%)", "dense cost and budget", "weights made by"], rows)
-    return lines + ["", f"_{provenance(result)}_", ""]
+    return lines + ["", f"_{provenance(result, 'dense')}_", ""]
 
 
 def code_note(runs: Sequence[Any]) -> list[str]:
@@ -282,11 +296,11 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
         lines += [f"- {e}" for e in errs] + ([""] if errs else [])
         front = plot_front(figures / f"{task.name}_{view}_front.png", runs, cfg.searchers, d["metric"],
                            d["costs"][d["metric"]], d["limit"], (d["val_accuracy"], d["test_accuracy"]),
-                           provenance(result).replace("`", ""))
+                           provenance(result, f"task:{task.name}").replace("`", ""))
         lines += [f"![accuracy against {d['metric']}]({os.path.relpath(front, out_dir)})", ""]
         if view == "trials":
             curve = plot_best_so_far(figures / f"{task.name}_best_so_far.png", runs, cfg.searchers, ref,
-                                     provenance(result).replace("`", ""))
+                                     provenance(result, f"task:{task.name}").replace("`", ""))
             lines += [f"![best so far against trials]({os.path.relpath(curve, out_dir)})", ""]
             lines += ["#### Cost per scored trial (median seconds per phase)", ""]
             lines += md_table(["searcher", "prune", "measure", "finetune", "evaluate", "wall s per scored trial",
@@ -294,7 +308,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
             lines += ["", "Overhead: the worker time available (wall × trials at once"
                       f", here {workers}) not spent fine-tuning or evaluating (searcher set-up, asking, pruning, "
                       "measuring, rejected policies, the ledger, idle workers), as a fraction of it.", ""]
-        lines += [f"_{provenance(result)}_", ""]
+        lines += [f"_{provenance(result, f'task:{task.name}')}_", ""]
     mine = [r for r in result.runs if r.task == task.name]
     missing = [f"`{name}` seed {seed}" for name in cfg.searchers for seed in range(cfg.seeds)
                if not any(r.searcher == name and r.seed == seed for r in mine)]
@@ -314,6 +328,23 @@ def _relative(text: str) -> str:
     return text.replace(f"{Path.cwd().resolve()}/", "")
 
 
+SECTION_NAMES = {"fidelity": "fidelity", "finetune": "fine-tune curve", "throughput": "throughput"}
+
+
+def merged_header(result, out: Path) -> list[str]:
+    """The runs a merged report comes from, each with its command and the sections it gives."""
+    rendered = f"{result.config.command} --out {_relative(str(out.resolve()))}"
+    lines = [f"Rendered by `{rendered}` from {len(result.parts)} bench runs; each table names the command "
+             "that made it:", ""]
+    for part in result.parts:
+        shows = [f"task `{key[5:]}`" if key.startswith("task:") else SECTION_NAMES.get(key, key)
+                 for key in part["sections"]]
+        m = part["machine"]
+        lines.append(f"- `{_relative(part['root'])}` ({part['date']}, {m['cores']} cores, {m['cpu']}; "
+                     f"{', '.join(shows) or 'superseded by a later run'}): `{part['command']}`")
+    return lines + [""]
+
+
 def write_markdown(result) -> Path:
     """Write ``result.config.out`` and its figures; returns the path."""
     from autoprune.bench.paper import paper_section
@@ -327,15 +358,21 @@ def write_markdown(result) -> Path:
     out_dir = out.parent.resolve()
     figures = figures.resolve()
     m, v = result.machine, result.machine["versions"]
-    lines = [
-        "# Benchmarks", "",
-        "<!-- generated by `autoprune bench`; do not edit by hand: regenerate with the command below -->", "",
-        f"Generated by `{cfg.command}` on {m['date']} in {result.elapsed_s / 60:.1f} min.", "",
-        f"Machine: {m['cores']} cores, {m['cpu']} ({m['platform']}). Versions: "
-        + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", "",
-        f"Searchers: {', '.join(f'`{s}`' for s in cfg.searchers)}. Every search's trials are in one Optuna storage "
-        f"(`optuna-dashboard {_relative(result.storage)}` shows them side by side); run directories under "
-        f"`{_relative(str(result.root))}`.", "",
+    lines = ["# Benchmarks", "",
+             "<!-- generated by `autoprune bench`; do not edit by hand: regenerate with the command below -->", ""]
+    if result.parts:
+        lines += merged_header(result, out)
+    else:
+        lines += [f"Generated by `{cfg.command}` on {m['date']} in {result.elapsed_s / 60:.1f} min.", ""]
+    if not result.parts:  # a merged report's runs may come from several machines: each table names its own
+        lines += [f"Machine: {m['cores']} cores, {m['cpu']} ({m['platform']}). Versions: "
+                  + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", ""]
+    lines += [
+        f"Searchers: {', '.join(f'`{s}`' for s in cfg.searchers)}. "
+        + ("Each run keeps its searches' trials in its own Optuna storage (`optuna-dashboard "
+           "sqlite:///RUN_DIR/studies.db` shows them side by side), beside its `results.json`." if result.parts else
+           f"Every search's trials are in one Optuna storage (`optuna-dashboard {_relative(result.storage)}` shows "
+           f"them side by side); run directories under `{_relative(str(result.root))}`."), "",
     ]
     lines += scale_section(result) + dense_section(result)
     for task in result.tasks:

@@ -87,13 +87,14 @@ def merge(results: list) -> Any:
     description and time budget come from the last run that searched it; a pair kept from an
     earlier run must have been searched at that same time budget, or the equal-time view would
     compare searchers at different budgets (a ``UserError`` says which ``--time-limit`` to give).
-    The fidelity, fine-tune curve and throughput sections come from the first run that has them; the header
-    names every command."""
+    The fidelity, fine-tune curve and throughput sections come from the first run that has them.
+    The merged command is the ``--render`` that regenerates the report; each section names the
+    command (and machine) of the run behind it, and the header lists every run."""
     first = results[0]
     if len(results) == 1:
         return first
     searchers = tuple(dict.fromkeys(s for r in results for s in r.config.searchers))
-    command = "; ".join(dict.fromkeys(r.config.command for r in results))
+    command = "autoprune bench --render " + " ".join(shlex.quote(str(r.root)) for r in results)
     cfg = dataclasses.replace(first.config, searchers=searchers, command=command,
                               seeds=max(r.config.seeds for r in results))
     tasks: dict[str, Any] = {}
@@ -116,13 +117,25 @@ def merge(results: list) -> Any:
                 f"used {theirs:.3f} s; run the later one again with --time-limit {ours:.3f}, or every searcher of the task")
     runs = [run for r in results for run in r.runs if pair_source[(run.task, run.searcher)] is r]
     time_limits = {name: r.time_limits[name] for name, r in task_source.items() if name in r.time_limits}
+    fidelity = next((r for r in results if r.fidelity), None)
+    throughput = next((r for r in results if r.throughput), None)
+    finetune = next((r for r in results if r.finetune), None)
+    behind = {f"task:{name}": r for name, r in task_source.items()}
+    behind.update({key: r for key, r in (("fidelity", fidelity), ("throughput", throughput), ("finetune", finetune))
+                   if r is not None})
+    # the dense table is read by every run of a task: name the run(s) whose tasks it shows
+    dense = [r for r in results if any(r is source for source in task_source.values())] or [first]
+    sources = {key: (r.config.command, r.machine) for key, r in behind.items()}
+    sources["dense"] = ("; ".join(r.config.command for r in dense), dense[-1].machine)
+    parts = [{"root": str(r.root), "command": r.config.command, "date": r.machine["date"], "machine": r.machine,
+              "elapsed_s": r.elapsed_s, "storage": r.storage,
+              "sections": [key for key, source in behind.items() if source is r]} for r in results]
     return dataclasses.replace(
-        first, config=cfg, tasks=list(tasks.values()), runs=runs,
-        time_limits=time_limits, fidelity=next((r.fidelity for r in results if r.fidelity), None),
-        throughput=next((r.throughput for r in results if r.throughput), []),
-        finetune=next((r.finetune for r in results if r.finetune), None),
+        first, config=cfg, tasks=list(tasks.values()), runs=runs, time_limits=time_limits,
+        fidelity=fidelity.fidelity if fidelity else None, throughput=throughput.throughput if throughput else [],
+        finetune=finetune.finetune if finetune else None,
         root=" and ".join(str(r.root) for r in results), storage=" and ".join(r.storage for r in results),
-        elapsed_s=sum(r.elapsed_s for r in results),
+        elapsed_s=sum(r.elapsed_s for r in results), parts=parts, sources=sources,
     )
 
 

@@ -49,9 +49,9 @@ def fidelity_section(result, figures: Path, out_dir: Path) -> list[str]:
                   "`autoprune bench --resume RUN_DIR` continues the study."]
     lines.append("")
     if f["rows"]:
-        path = plot_fidelity(figures / "fidelity.png", f, provenance(result).replace("`", ""))
+        path = plot_fidelity(figures / "fidelity.png", f, provenance(result, "fidelity").replace("`", ""))
         lines += [f"![cheap scores against final accuracy]({os.path.relpath(path, out_dir)})", ""]
-    return lines + [f"_{provenance(result)}_", ""]
+    return lines + [f"_{provenance(result, 'fidelity')}_", ""]
 
 
 def finetune_section(result, figures: Path, out_dir: Path) -> list[str]:
@@ -78,9 +78,9 @@ def finetune_section(result, figures: Path, out_dir: Path) -> list[str]:
         lines += ["", f"Knee (the shortest length within {KNEE_POINTS} points of the best): **{summary['knee_steps']} "
                   f"steps**, {summary['gap_points']:.2f} points below dense, {verdict} the {WITHIN_DENSE_POINTS:.0f} "
                   "points asked of `uniform` there.", ""]
-        path = plot_finetune_curve(figures / "finetune_curve.png", c, summary, provenance(result).replace("`", ""))
+        path = plot_finetune_curve(figures / "finetune_curve.png", c, summary, provenance(result, "finetune").replace("`", ""))
         lines += [f"![test accuracy against final fine-tune steps]({os.path.relpath(path, out_dir)})", ""]
-    return lines + [f"_{provenance(result)}_", ""]
+    return lines + [f"_{provenance(result, 'finetune')}_", ""]
 
 
 def throughput_section(result) -> list[str]:
@@ -104,4 +104,4 @@ def throughput_section(result) -> list[str]:
              "reading waits for at most one step per worker instead of timing their training too.", ""]
     lines += md_table(["executor", "workers", "scored", "wall s", "scored trials / min", "vs 1 worker", "overhead",
                          "notes"], rows)
-    return lines + ["", f"_{provenance(result)}_", ""]
+    return lines + ["", f"_{provenance(result, 'throughput')}_", ""]
