@@ -340,7 +340,7 @@ def merged_header(result, out: Path) -> list[str]:
         shows = [f"task `{key[5:]}`" if key.startswith("task:") else SECTION_NAMES.get(key, key)
                  for key in part["sections"]]
         m = part["machine"]
-        lines.append(f"- `{_relative(part['root'])}` ({part['date']}, {m['cores']} cores, {m['cpu']}; "
+        lines.append(f"- `{_relative(part['root'])}` ({m['date']}, {m['cores']} cores, {m['cpu']}; "
                      f"{', '.join(shows) or 'superseded by a later run'}): `{part['command']}`")
     return lines + [""]
 

@@ -127,8 +127,7 @@ def merge(results: list) -> Any:
     dense = [r for r in results if any(r is source for source in task_source.values())] or [first]
     sources = {key: (r.config.command, r.machine) for key, r in behind.items()}
     sources["dense"] = ("; ".join(r.config.command for r in dense), dense[-1].machine)
-    parts = [{"root": str(r.root), "command": r.config.command, "date": r.machine["date"], "machine": r.machine,
-              "elapsed_s": r.elapsed_s, "storage": r.storage,
+    parts = [{"root": str(r.root), "command": r.config.command, "machine": r.machine,
               "sections": [key for key, source in behind.items() if source is r]} for r in results]
     return dataclasses.replace(
         first, config=cfg, tasks=list(tasks.values()), runs=runs, time_limits=time_limits,
