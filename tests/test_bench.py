@@ -604,6 +604,7 @@ def test_paired_difference_is_by_seed_with_a_bootstrap_interval():
     assert 0 < ahead.low <= ahead.mean <= ahead.high and ahead.excludes_zero
     mixed = paired_difference({0: 0.60, 1: 0.62, 2: 0.65}, {0: 0.65, 1: 0.60, 2: 0.61})
     assert mixed.low < 0 < mixed.high and not mixed.excludes_zero
+    assert (ahead.higher, mixed.higher) == (3, 2)
     assert paired_difference({0: 0.6, 1: 0.7}, {1: 0.5, 2: 0.4}).pairs == 1  # only seed 1 is paired
     assert paired_difference({0: 0.6}, {0: None}).pairs == 0
     again = paired_difference({0: 0.60, 1: 0.62, 2: 0.65}, {0: 0.55, 1: 0.60, 2: 0.61})
@@ -641,6 +642,23 @@ def test_paired_rows_mark_only_intervals_that_exclude_zero():
     assert rows["`knapsack`"][1].startswith("+5.00") and "ahead" in rows["`knapsack`"][1]
     assert rows["`uniform`"][1] == "–" and "ahead" in rows["`uniform`"][2]
     assert rows["`knapsack`"][3] == "0.980, 0.980, 0.980"
+    assert rows["`knapsack`"][1].endswith("(higher at 3 of 3 seeds)")
+    assert rows["`knapsack`"][2].endswith("(higher at 3 of 3 seeds)")
+
+
+def test_seed_counts_name_the_searchers_a_resume_gave_more_seeds():
+    """A bench resumed with --seeds 4 for a few searchers: headings say which ran how many."""
+    from autoprune.bench.markdown import seed_counts
+
+    def run(searcher, seed):
+        return RunResult("t", "trials", searcher, seed, "s", "d", final_test=0.6)
+
+    names = ["random", "uniform", "tpe", "emo", "global", "amc"]
+    runs = [run(n, s) for n in names[:5] for s in range(3)]
+    assert seed_counts(runs, names) == "3 seeds"
+    runs += [run("random", 3), run("uniform", 3), run("amc", 0)]
+    assert seed_counts(runs, names) == "3 seeds; 1 for `amc`; 4 for `random`, `uniform`"
+    assert seed_counts([], ["random"]) == ""
 
 
 def test_resume_keeps_finished_units_and_runs_only_the_missing_ones(bench, tmp_path):

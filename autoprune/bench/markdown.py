@@ -115,11 +115,38 @@ def paired_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]
                 continue
             interval = "" if d.low != d.low else f" [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
             verdict = (" ahead" if d.low > 0 else " behind" if d.high < 0 else "") if d.excludes_zero else ""
-            cells.append(f"{100 * d.mean:+.2f}{interval}{verdict} ({d.pairs} seed{'s' if d.pairs != 1 else ''})")
+            count = "1 seed" if d.pairs == 1 else f"higher at {d.higher} of {d.pairs} seeds"
+            cells.append(f"{100 * d.mean:+.2f}{interval}{verdict} ({count})")
         fractions = [f for f in (_pick_fraction(r) for r in runs if r.searcher == name) if f is not None]
         cells.append(", ".join(f"{f:.3f}" for f in fractions) or "–")
         rows.append(cells)
     return rows
+
+
+def usual_seeds(runs: Sequence[Any], searchers: Sequence[str]) -> int:
+    """The seed count most searchers ran (the larger on a tie; 0 without runs)."""
+    from collections import Counter
+
+    tally = Counter(len({r.seed for r in runs if r.searcher == n}) for n in searchers)
+    tally.pop(0, None)
+    top = max(tally.values(), default=0)
+    return max((c for c, k in tally.items() if k == top), default=0)
+
+
+def seed_counts(runs: Sequence[Any], searchers: Sequence[str]) -> str:
+    """How many seeds the searchers ran: one count when they agree, else the most common count and
+    the searchers that ran another ('' without runs). A resumed bench may add seeds to a few."""
+    counts = {n: len({r.seed for r in runs if r.searcher == n}) for n in searchers}
+    counts = {n: c for n, c in counts.items() if c}
+    if not counts:
+        return ""
+    common = usual_seeds(runs, searchers)
+    others: dict[int, list[str]] = {}
+    for name, count in counts.items():
+        if count != common:
+            others.setdefault(count, []).append(f"`{name}`")
+    return f"{common} seed{'s' if common != 1 else ''}" + "".join(
+        f"; {c} for {', '.join(names)}" for c, names in sorted(others.items()))
 
 
 def cost_rows(runs: Sequence[Any], searchers: Sequence[str], workers: int = 1) -> list[list[str]]:
@@ -182,7 +209,9 @@ def scale_section(result) -> list[str]:
 
     rows = [[t.name, str(t.settings.trials), f"`{t.settings.fidelity}`", str(t.settings.final_steps),
              used(t, "train", t.settings.train_limit), used(t, "val", t.settings.val_limit),
-             str(t.dense.get("test_images", "all")), str(cfg.seeds)] for t in tasks]
+             str(t.dense.get("test_images", "all")),
+             seed_counts([r for r in result.runs if r.task == t.name and r.view == "trials"], cfg.searchers)
+             or str(cfg.seeds)] for t in tasks]
     lines += md_table(["task", "trials", "search fidelity", "final steps", "train images", "val images", "test images",
                         "seeds"], rows)
     if scaled:
@@ -261,7 +290,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                 + ("set by `--time-limit`" if cfg.time_limit is not None else
                    "set by the recipe's `time_limit`" if task.settings.time_limit is not None else
                    f"the time `random` with seed 0 took for {task.settings.trials} scored trials"))
-        lines += [f"### {VIEW_TITLES[view]} ({what}, {cfg.seeds} seed(s))", ""]
+        lines += [f"### {VIEW_TITLES[view]} ({what}, {seed_counts(runs, cfg.searchers)})", ""]
         if view == "time":
             lines += busy_note(runs, workers)
         if view == "trials":
@@ -288,9 +317,11 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                             "pick's cost / budget, per seed"], paired_rows(runs, cfg.searchers))
         lines += ["", "Differences are paired by seed (same task, same seed), in points of final test accuracy; the "
                   "interval is a percentile bootstrap over seeds (10,000 resamples, seeded), marked ahead or "
-                  "behind only where it excludes zero. With three seeds or fewer the interval runs from the "
-                  "smallest to the largest paired difference, so ahead means ahead at every seed (three of "
-                  "three: a one-sided sign test's p = 0.125; the 95% is nominal). Cost / budget is the exported "
+                  "behind only where it excludes zero. With three seeds the interval runs from the smallest "
+                  "to the largest paired difference, so ahead means ahead at every seed (three of three: a "
+                  "one-sided sign test's p = 0.125; the 95% is nominal). With four or five it is narrower than "
+                  "the differences' range and can exclude zero with one seed against the others, which is why "
+                  "each cell also counts the seeds at which the searcher was higher. Cost / budget is the exported "
                   "model's re-measured cost over the limit: a pick far under 1.000 left budget unused.", ""]
         errs = sorted({f"`{r.searcher}` seed {r.seed}: {r.error}" for r in runs if r.error})
         lines += [f"- {e}" for e in errs] + ([""] if errs else [])

@@ -122,6 +122,7 @@ class PairedDifference:
     high: float
     pairs: int
     level: float = 0.95
+    higher: int = 0  # seeds at which the searcher's value was above the baseline's
 
     @property
     def excludes_zero(self) -> bool:
@@ -141,11 +142,12 @@ def paired_difference(values: Mapping[int, float | None], baseline: Mapping[int,
     if not diffs:
         return PairedDifference(math.nan, math.nan, math.nan, 0, level)
     mean = statistics.fmean(diffs)
+    higher = sum(d > 0 for d in diffs)
     if len(diffs) < 2 or len(set(diffs)) == 1:
         spread = math.nan if len(diffs) < 2 else mean
-        return PairedDifference(mean, spread, spread, len(diffs), level)
+        return PairedDifference(mean, spread, spread, len(diffs), level, higher)
     from scipy.stats import bootstrap
 
     ci = bootstrap((np.array(diffs),), np.mean, confidence_level=level, n_resamples=resamples,
                    method="percentile", rng=np.random.default_rng(seed)).confidence_interval
-    return PairedDifference(mean, float(ci.low), float(ci.high), len(diffs), level)
+    return PairedDifference(mean, float(ci.low), float(ci.high), len(diffs), level, higher)
