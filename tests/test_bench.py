@@ -711,13 +711,19 @@ def test_paper_table_gives_each_searchers_change_against_dense_beside_the_publis
                             dense={"test_accuracy": 0.91, "costs": {"macs": 41e6}})
     runs = [run("uniform", s, 0.89) for s in range(3)] + [run("tpe", s, 0.90 + 0.001 * s) for s in range(3)]
     runs += [run("tpe", 0, 0.5, view="time"), RunResult("lat", "trials", "tpe", 0, "s", "d", final_test=0.9)]
-    lines = paper_section(SimpleNamespace(tasks=[task, other], runs=runs))
+    machine = {"date": "2026-12-07 14:00 UTC", "cores": 2, "cpu": "cpu",
+               "versions": {"torch": "t", "torch-pruning": "tp", "optuna": "o", "autoprune": "a"}}
+    report = SimpleNamespace(tasks=[task, other], runs=runs, machine=machine,
+                             config=SimpleNamespace(command="autoprune bench --study lat.yaml"),
+                             sources={"task:r20": ("autoprune bench --study r20.yaml", machine)})
+    lines = paper_section(report)
     text = "\n".join(lines)
+    assert "_`autoprune bench --study r20.yaml` · 2026-12-07 14:00 UTC" in text  # the run that made the rows
     ours = [line for line in lines if line.startswith("| autoprune")]
     assert ours[0].startswith("| autoprune `tpe` (r20)") and "-0.90 ± 0.10 (3 seeds)" in ours[0] and "2.05x" in ours[0]
     assert "-2.00 ± 0.00 (3 seeds)" in ours[1] and "(lat)" not in text  # only the 0.5-of-MACs task
     assert "| AMC (He et al. 2018) | ResNet-56 | 92.80 → 91.90 | -0.90 | 2.00x |" in text
-    assert paper_section(SimpleNamespace(tasks=[other], runs=runs)) == []
+    assert paper_section(SimpleNamespace(tasks=[other], runs=runs, sources={})) == []
 
 
 def test_a_training_continued_with_init_records_its_history_and_refuses_another_split(tmp_path):

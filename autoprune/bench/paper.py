@@ -72,4 +72,6 @@ def paper_section(result) -> list[str]:
                          f"{row['reduction']:.2f}x |")
     for method, model, before, after, reduction in PUBLISHED:
         lines.append(f"| {method} | {model} | {before:.2f} → {after:.2f} | {after - before:+.2f} | {reduction:.2f}x |")
-    return lines + [""]
+    from autoprune.bench.markdown import provenance  # the report's module imports this one
+
+    return lines + [""] + [f"_{provenance(result, f'task:{task.name}')}_" for task in tasks] + [""]
