@@ -605,6 +605,9 @@ def test_paired_difference_is_by_seed_with_a_bootstrap_interval():
     mixed = paired_difference({0: 0.60, 1: 0.62, 2: 0.65}, {0: 0.65, 1: 0.60, 2: 0.61})
     assert mixed.low < 0 < mixed.high and not mixed.excludes_zero
     assert (ahead.higher, mixed.higher) == (3, 2)
+    # the t interval of 0.05, 0.02, 0.04: mean 0.03667, sd 0.01528, t(0.975, 2) = 4.303
+    assert (ahead.t_low, ahead.t_high) == pytest.approx((0.03667 - 0.03795, 0.03667 + 0.03795), abs=1e-4)
+    assert math.isnan(paired_difference({0: 0.6}, {0: 0.5}).t_low)
     assert paired_difference({0: 0.6, 1: 0.7}, {1: 0.5, 2: 0.4}).pairs == 1  # only seed 1 is paired
     assert paired_difference({0: 0.6}, {0: None}).pairs == 0
     again = paired_difference({0: 0.60, 1: 0.62, 2: 0.65}, {0: 0.55, 1: 0.60, 2: 0.61})
@@ -642,8 +645,8 @@ def test_paired_rows_mark_only_intervals_that_exclude_zero():
     assert rows["`knapsack`"][1].startswith("+5.00") and "ahead" in rows["`knapsack`"][1]
     assert rows["`uniform`"][1] == "–" and "ahead" in rows["`uniform`"][2]
     assert rows["`knapsack`"][3] == "0.980, 0.980, 0.980"
-    assert rows["`knapsack`"][1].endswith("(higher at 3 of 3 seeds)")
-    assert rows["`knapsack`"][2].endswith("(higher at 3 of 3 seeds)")
+    assert "(higher at 3 of 3 seeds; t [" in rows["`knapsack`"][1]
+    assert "(higher at 3 of 3 seeds; t [" in rows["`knapsack`"][2]
 
 
 def test_seed_counts_name_the_searchers_a_resume_gave_more_seeds():

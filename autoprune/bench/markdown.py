@@ -116,6 +116,8 @@ def paired_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]
             interval = "" if d.low != d.low else f" [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
             verdict = (" ahead" if d.low > 0 else " behind" if d.high < 0 else "") if d.excludes_zero else ""
             count = "1 seed" if d.pairs == 1 else f"higher at {d.higher} of {d.pairs} seeds"
+            if d.t_low == d.t_low:
+                count += f"; t [{100 * d.t_low:+.2f}, {100 * d.t_high:+.2f}]"
             cells.append(f"{100 * d.mean:+.2f}{interval}{verdict} ({count})")
         fractions = [f for f in (_pick_fraction(r) for r in runs if r.searcher == name) if f is not None]
         cells.append(", ".join(f"{f:.3f}" for f in fractions) or "–")
@@ -321,7 +323,8 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                   "to the largest paired difference, so ahead means ahead at every seed (three of three: a "
                   "one-sided sign test's p = 0.125; the 95% is nominal). With four or five it is narrower than "
                   "the differences' range and can exclude zero with one seed against the others, which is why "
-                  "each cell also counts the seeds at which the searcher was higher. Cost / budget is the exported "
+                  "each cell also counts the seeds at which the searcher was higher and gives the Student t "
+                  "interval of the same differences (t [low, high]), the more cautious at so few seeds. Cost / budget is the exported "
                   "model's re-measured cost over the limit: a pick far under 1.000 left budget unused.", ""]
         errs = sorted({f"`{r.searcher}` seed {r.seed}: {r.error}" for r in runs if r.error})
         lines += [f"- {e}" for e in errs] + ([""] if errs else [])

@@ -123,6 +123,8 @@ class PairedDifference:
     pairs: int
     level: float = 0.95
     higher: int = 0  # seeds at which the searcher's value was above the baseline's
+    t_low: float = math.nan  # Student t interval of the mean: wider than the bootstrap's at few seeds
+    t_high: float = math.nan
 
     @property
     def excludes_zero(self) -> bool:
@@ -132,7 +134,8 @@ class PairedDifference:
 def paired_difference(values: Mapping[int, float | None], baseline: Mapping[int, float | None], *,
                       level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> PairedDifference:
     """``values[s] - baseline[s]`` over the seeds both have, resampled over seeds (percentile
-    bootstrap of the mean, seeded, so a report renders the same interval every time).
+    bootstrap of the mean, seeded, so a report renders the same interval every time), and the
+    Student t interval beside it, which at four or five seeds is the more cautious of the two.
 
     Percentile rather than BCa: with the few seeds a benchmark affords, BCa's acceleration is
     undefined whenever the differences tie. One pair: its difference, interval nan.
@@ -145,9 +148,12 @@ def paired_difference(values: Mapping[int, float | None], baseline: Mapping[int,
     higher = sum(d > 0 for d in diffs)
     if len(diffs) < 2 or len(set(diffs)) == 1:
         spread = math.nan if len(diffs) < 2 else mean
-        return PairedDifference(mean, spread, spread, len(diffs), level, higher)
+        return PairedDifference(mean, spread, spread, len(diffs), level, higher, spread, spread)
     from scipy.stats import bootstrap
+    from scipy.stats import t as student
 
     ci = bootstrap((np.array(diffs),), np.mean, confidence_level=level, n_resamples=resamples,
                    method="percentile", rng=np.random.default_rng(seed)).confidence_interval
-    return PairedDifference(mean, float(ci.low), float(ci.high), len(diffs), level, higher)
+    half = student.ppf((1 + level) / 2, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return PairedDifference(mean, float(ci.low), float(ci.high), len(diffs), level, higher,
+                            float(mean - half), float(mean + half))
