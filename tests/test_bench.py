@@ -608,6 +608,8 @@ def test_paired_difference_is_by_seed_with_a_bootstrap_interval():
     # the t interval of 0.05, 0.02, 0.04: mean 0.03667, sd 0.01528, t(0.975, 2) = 4.303
     assert (ahead.t_low, ahead.t_high) == pytest.approx((0.03667 - 0.03795, 0.03667 + 0.03795), abs=1e-4)
     assert math.isnan(paired_difference({0: 0.6}, {0: 0.5}).t_low)
+    two = paired_difference({0: 0.60, 1: 0.62}, {0: 0.55, 1: 0.60})
+    assert two.low > 0 and not two.excludes_zero  # two seeds' range is no verdict
     assert paired_difference({0: 0.6, 1: 0.7}, {1: 0.5, 2: 0.4}).pairs == 1  # only seed 1 is paired
     assert paired_difference({0: 0.6}, {0: None}).pairs == 0
     again = paired_difference({0: 0.60, 1: 0.62, 2: 0.65}, {0: 0.55, 1: 0.60, 2: 0.61})

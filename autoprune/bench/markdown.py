@@ -319,7 +319,7 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                             "pick's cost / budget, per seed"], paired_rows(runs, cfg.searchers))
         lines += ["", "Differences are paired by seed (same task, same seed), in points of final test accuracy; the "
                   "interval is a percentile bootstrap over seeds (10,000 resamples, seeded), marked ahead or "
-                  "behind only where it excludes zero. With three seeds the interval runs from the smallest "
+                  "behind only where it excludes zero over at least three seeds. With three seeds the interval runs from the smallest "
                   "to the largest paired difference, so ahead means ahead at every seed (three of three: a "
                   "one-sided sign test's p = 0.125; the 95% is nominal). With four or five it is narrower than "
                   "the differences' range and can exclude zero with one seed against the others, which is why "

@@ -113,6 +113,9 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], *, level: float = 
     tail = 100 * (1 - level) / 2
     return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
+VERDICT_PAIRS = 3  # seeds a paired difference needs before it is called ahead or behind (issue 15: >= 3)
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Mean over seeds of ``searcher - baseline`` and its bootstrap confidence interval."""
@@ -128,7 +131,8 @@ class PairedDifference:
 
     @property
     def excludes_zero(self) -> bool:
-        return self.pairs > 1 and (self.low > 0 or self.high < 0)
+        # two seeds: the percentile interval is their range, so 2 of 2 would read as a verdict
+        return self.pairs >= VERDICT_PAIRS and (self.low > 0 or self.high < 0)
 
 
 def paired_difference(values: Mapping[int, float | None], baseline: Mapping[int, float | None], *,
