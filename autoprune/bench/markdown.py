@@ -125,24 +125,17 @@ def paired_rows(runs: Sequence[Any], searchers: Sequence[str]) -> list[list[str]
     return rows
 
 
-def usual_seeds(runs: Sequence[Any], searchers: Sequence[str]) -> int:
-    """The seed count most searchers ran (the larger on a tie; 0 without runs)."""
-    from collections import Counter
-
-    tally = Counter(len({r.seed for r in runs if r.searcher == n}) for n in searchers)
-    tally.pop(0, None)
-    top = max(tally.values(), default=0)
-    return max((c for c, k in tally.items() if k == top), default=0)
-
-
 def seed_counts(runs: Sequence[Any], searchers: Sequence[str]) -> str:
     """How many seeds the searchers ran: one count when they agree, else the most common count and
     the searchers that ran another ('' without runs). A resumed bench may add seeds to a few."""
+    from collections import Counter
+
     counts = {n: len({r.seed for r in runs if r.searcher == n}) for n in searchers}
     counts = {n: c for n, c in counts.items() if c}
     if not counts:
         return ""
-    common = usual_seeds(runs, searchers)
+    tally = Counter(counts.values())
+    common = max(tally, key=lambda c: (tally[c], c))  # the count most searchers ran, the larger on a tie
     others: dict[int, list[str]] = {}
     for name, count in counts.items():
         if count != common:

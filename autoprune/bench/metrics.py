@@ -113,6 +113,7 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], *, level: float = 
     tail = 100 * (1 - level) / 2
     return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
+
 VERDICT_PAIRS = 3  # seeds a paired difference needs before it is called ahead or behind (issue 15: >= 3)
 
 
