@@ -467,7 +467,8 @@ def test_each_section_of_a_merged_report_names_the_command_that_made_it(bench, t
     with registered_broken():
         one = load_result(bench["run_root"], parser())
     later = {**one.machine, "date": "2031-01-01 00:00 UTC"}
-    fidelity_run = dataclasses.replace(one, config=dataclasses.replace(one.config, command="autoprune bench --sections fidelity"),
+    fidelity_run = dataclasses.replace(one, config=dataclasses.replace(one.config, command="autoprune bench --sections fidelity",
+                                                                       searchers=("tpe",), seeds=3),
                                        runs=[], machine=later, root=Path("elsewhere"))
     searches_only = dataclasses.replace(one, fidelity=None)
     merged = merge([searches_only, fidelity_run])
@@ -482,6 +483,7 @@ def test_each_section_of_a_merged_report_names_the_command_that_made_it(bench, t
     assert "`autoprune bench --sections fidelity` · 2031-01-01" in fidelity and one.config.command not in fidelity
     task_part = text[text.index(f"## Task `{task.name}`"):text.index("## Fidelity of the cheap scores")]
     assert f"`{one.config.command}` · {one.machine['date']}" in task_part and "--sections fidelity" not in task_part
+    assert "`tpe` seed" not in task_part  # the fidelity run's searchers and seeds ask nothing of this task
     assert "- `elsewhere` (2031-01-01 00:00 UTC" in text and "; fidelity): `autoprune bench --sections fidelity`" in text
 
 

@@ -337,7 +337,11 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
                       "measuring, rejected policies, the ledger, idle workers), as a fraction of it.", ""]
         lines += [f"_{provenance(result, f'task:{task.name}')}_", ""]
     mine = [r for r in result.runs if r.task == task.name]
-    missing = [f"`{name}` seed {seed}" for name in cfg.searchers for seed in range(cfg.seeds)
+    # A merged report keeps each run's latest command only: its searchers and seeds are the union of
+    # every run's, so a task asks only for the searchers that ran it, to the most seeds one reached.
+    names = [n for n in cfg.searchers if any(r.searcher == n for r in mine)] if result.parts else cfg.searchers
+    seeds = max((r.seed + 1 for r in mine), default=cfg.seeds) if result.parts else cfg.seeds
+    missing = [f"`{name}` seed {seed}" for name in names for seed in range(seeds)
                if not any(r.searcher == name and r.seed == seed for r in mine)]
     if mine and missing:
         lines += [f"Missing from this task (not yet run; `autoprune bench ... --resume RUN_DIR` runs them): "
