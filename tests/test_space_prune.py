@@ -103,6 +103,17 @@ def test_rules_files_and_bad_keys(tmp_path):
         load_rules(tmp_path / "missing.yaml")
 
 
+def test_inner_rules_keep_every_residual_width(model, x):
+    space = SearchSpace.from_model(model, x, load_rules("cifar_resnet_inner"))
+    assert space.slot_names == tuple(f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3))
+    assert set(space.frozen) == {"conv1", "layer2.0.shortcut.0", "layer3.0.shortcut.0"}
+    slim, _ = apply_policy(model, space, space.policy({v.name: 0.5 for v in space.variables}), x)
+    convs = dict(slim.named_modules())
+    blocks = [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
+    assert [convs[f"{b}.conv1"].out_channels for b in blocks] == [4] * 3 + [8] * 3 + [16] * 3
+    assert [convs[f"{b}.conv2"].out_channels for b in blocks] == [8] * 3 + [16] * 3 + [32] * 3
+
+
 def test_model_without_prunable_group():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(UserError, match="no prunable group"):
