@@ -525,6 +525,26 @@ def test_a_task_run_again_supersedes_its_earlier_searches_in_a_merge(bench):
     assert merged.fidelity == interrupted.fidelity
 
 
+def test_a_merged_report_asks_each_searcher_for_the_standard_seeds_not_the_most_any_reached(bench, tmp_path):
+    """Extra seeds run for one searcher (to narrow its interval) are not asked of every other."""
+    from autoprune.bench.command import SEEDS
+    from autoprune.bench.markdown import task_section
+    from autoprune.bench.render import load_result, merge
+    from autoprune.cli import parser
+
+    with registered_broken():
+        first = load_result(bench["run_root"], parser())
+    first = dataclasses.replace(first, config=dataclasses.replace(first.config, quick=False))
+    (task,) = first.tasks
+    extra = [dataclasses.replace(r, seed=seed) for r in first.runs if r.searcher == "random" for seed in range(SEEDS + 1)]
+    more = dataclasses.replace(first, runs=extra, root=Path("more"),
+                               config=dataclasses.replace(first.config, command="autoprune bench --searchers random --seeds 4"))
+    merged = merge([first, more])
+    (line,) = [x for x in task_section(merged, task, tmp_path, tmp_path) if x.startswith("Missing from this task")]
+    assert "`uniform` seed 1" in line and f"`uniform` seed {SEEDS - 1}" in line
+    assert f"seed {SEEDS}" not in line and "`random`" not in line
+
+
 def test_a_searcher_run_again_replaces_only_its_own_searches_at_the_same_time_budget(bench):
     from autoprune.bench.render import load_result, merge
     from autoprune.cli import parser

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autoprune.bench.command import QUICK_SEEDS, SEEDS
 from autoprune.bench.metrics import mean_sd, paired_difference, trials_to_within
 from autoprune.objectives import format_metric
 
@@ -338,9 +339,10 @@ def task_section(result, task, figures: Path, out_dir: Path) -> list[str]:
         lines += [f"_{provenance(result, f'task:{task.name}')}_", ""]
     mine = [r for r in result.runs if r.task == task.name]
     # A merged report keeps each run's latest command only: its searchers and seeds are the union of
-    # every run's, so a task asks only for the searchers that ran it, to the most seeds one reached.
+    # every run's, so a task asks only for the searchers that ran it, each to the bench's standard
+    # seed count; seeds beyond it (run for a few searchers to narrow an interval) are extras.
     names = [n for n in cfg.searchers if any(r.searcher == n for r in mine)] if result.parts else cfg.searchers
-    seeds = max((r.seed + 1 for r in mine), default=cfg.seeds) if result.parts else cfg.seeds
+    seeds = (QUICK_SEEDS if cfg.quick else SEEDS) if result.parts else cfg.seeds
     missing = [f"`{name}` seed {seed}" for name in names for seed in range(seeds)
                if not any(r.searcher == name and r.seed == seed for r in mine)]
     if mine and missing:
