@@ -262,9 +262,9 @@ def profile_command(args: argparse.Namespace, console: Console) -> int:
 
     from autoprune.atomic import write_text_atomic
     from autoprune.costs.table import profile_device_table
-    from autoprune.data import load_data
+    from autoprune.data import absolute_data_spec, load_data
     from autoprune.models import build_model
-    from autoprune.pipeline import absolute_data_spec, resolve_rules
+    from autoprune.pipeline import resolve_rules
     from autoprune.space import SearchSpace
 
     data = load_data(absolute_data_spec(settings.data), image_size=settings.image_size, cache_dir=settings.cache_dir)

@@ -20,6 +20,7 @@ from autoprune.atomic import write_text_atomic
 from autoprune.costs import CostSettings, measure_costs
 from autoprune.costs.latency import paired_latency, steady_latency
 from autoprune.costs.online import TrackedEstimate
+from autoprune.data import absolute_data_spec
 from autoprune.errors import UserError
 from autoprune.evaluators import DistillConfig, parse_fidelity
 from autoprune.objectives import NO_BUDGET, Budget, format_metric, parse_budget, parse_objectives
@@ -93,12 +94,6 @@ def resolve_rules(settings: SearchSettings) -> SpaceRules:
     return rules.with_granularity(settings.granularity)
 
 
-def absolute_data_spec(spec: str) -> str:
-    """``kind:DIR`` with DIR made absolute, so workers in other directories read the same data."""
-    kind, sep, path = spec.partition(":")
-    return f"{kind}:{Path(path).expanduser().resolve()}" if sep and path else spec
-
-
 def run_dir_for(settings: SearchSettings) -> Path:
     from autoprune.settings import default_run_dir
 
@@ -156,13 +151,13 @@ def check_resumable(storage: str, settings: SearchSettings) -> None:
     against those), before any work; ``Ledger.open`` checks the same for Python callers."""
     import optuna
 
-    from autoprune.study import RESUME_KEYS, open_storage
+    from autoprune.study import RESUME_KEYS, open_storage, resume_value
 
     attrs = optuna.load_study(study_name=settings.study_name, storage=open_storage(storage)).user_attrs
     now_values = resume_values(settings)
     for key in RESUME_KEYS:
         before, now = attrs.get(key), now_values[key]
-        if before is not None and before != now:
+        if before is not None and resume_value(key, before) != now:
             raise UserError(f"--resume: study {settings.study_name!r} was started with {key} {before!r}, not {now!r}; "
                             f"resume it with --{key} {before}, or start a new study")
 
@@ -170,7 +165,7 @@ def check_resumable(storage: str, settings: SearchSettings) -> None:
 def resume_values(settings: SearchSettings) -> dict[str, Any]:
     """What a resumed study must have been started with (``RESUME_KEYS``), as its attributes record it."""
     return {"target": settings.effective_target, "budget": settings.budget_text, "model": settings.model,
-            "data": settings.data, "objectives": settings.objectives or ""}
+            "data": absolute_data_spec(settings.data), "objectives": settings.objectives or ""}
 
 
 def build_problem(settings: SearchSettings, *, log=print, task: Task | None = None,

@@ -28,6 +28,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+from autoprune.data import absolute_data_spec
 from autoprune.errors import UserError
 from autoprune.space import Policy, SearchSpace
 from autoprune.storage import (  # noqa: F401 - re-exported: where callers have found them
@@ -42,6 +43,14 @@ from autoprune.storage import (  # noqa: F401 - re-exported: where callers have 
 
 OBJECTIVE = "val_accuracy"
 RESUME_KEYS = ("objectives", "target", "budget", "model", "data")  # a resumed study must keep these
+
+
+def resume_value(key: str, value: Any) -> Any:
+    """A ``RESUME_KEYS`` value as a resume compares it: a data directory by its absolute path.
+    Studies record it absolute, and ``settings.yaml`` too, so a run started on ``imagefolder:data``
+    resumes (or exports) from anywhere; one recorded relative, by earlier versions, resolves
+    against the working directory."""
+    return absolute_data_spec(value) if key == "data" and isinstance(value, str) else value
 COMPLETE, REJECTED, FAILED, RUNNING = "complete", "rejected", "failed", "running"
 _STATES = {
     TrialState.COMPLETE: COMPLETE,
@@ -198,7 +207,7 @@ class Ledger:
                 raise UserError(f"--resume: study {study_name!r} was made for another architecture")
             for key in RESUME_KEYS:  # trials judged against another budget or data set are not comparable
                 before, now = study.user_attrs.get(key), (attrs or {}).get(key)
-                if before is not None and now is not None and before != now:
+                if before is not None and now is not None and resume_value(key, before) != resume_value(key, now):
                     raise UserError(f"--resume: study {study_name!r} was started with {key} {before!r}, not {now!r}; "
                                     f"resume it with --{key} {before}, or start a new study")
             saved_vars = study.user_attrs.get("variables")

@@ -79,6 +79,27 @@ def test_resume_finds_the_study_of_a_run_made_before_studies_were_named(tmp_path
     assert run_study_name(tmp_path / "c", shared, resume=False) == "c"
 
 
+def test_a_run_started_on_a_relative_data_directory_resumes_from_its_absolute_settings(space, tmp_path, monkeypatch):
+    """settings.yaml records the data directory absolute; the study must compare it as the same
+    data (it refused `--resume` and `export` of any run started on `imagefolder:data`)."""
+    from autoprune.pipeline import check_resumable, portable_settings, resume_values
+
+    monkeypatch.chdir(tmp_path)
+    started = SearchSettings(data="imagefolder:data", target="macs", study_name="s")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    Ledger.open(space, storage=storage, study_name="s", resume=False, attrs=resume_values(started))
+    assert optuna.load_study(study_name="s", storage=storage).user_attrs["data"] == f"imagefolder:{tmp_path / 'data'}"
+    resumed = portable_settings(started)  # what --resume reads back from settings.yaml
+    check_resumable(storage, resumed)
+    Ledger.open(space, storage=storage, study_name="s", resume=True, attrs=resume_values(resumed))
+    legacy = f"sqlite:///{tmp_path / 'legacy.db'}"  # recorded as given, before studies recorded it absolute
+    Ledger.open(space, storage=legacy, study_name="s", resume=False, attrs={**resume_values(started), "data": "imagefolder:data"})
+    check_resumable(legacy, resumed)
+    Ledger.open(space, storage=legacy, study_name="s", resume=True, attrs=resume_values(resumed))
+    with pytest.raises(UserError, match="was started with data"):
+        check_resumable(storage, started.replace(data="imagefolder:other"))
+
+
 def test_storage_is_recorded_as_a_url_with_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert storage_url(None, Path("runs/r")) == f"sqlite:///{tmp_path / 'runs/r/study.db'}"

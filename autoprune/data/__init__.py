@@ -17,6 +17,7 @@ from autoprune.errors import UserError
 __all__ = [
     "DataSplits",
     "Split",
+    "absolute_data_spec",
     "augment_batch",
     "batches",
     "default_cache_dir",
@@ -25,6 +26,15 @@ __all__ = [
 ]
 
 SPECS = "digits, cifar10:DIR or imagefolder:DIR"
+
+
+def absolute_data_spec(spec: str) -> str:
+    """``cifar10:DIR`` or ``imagefolder:DIR`` with DIR made absolute (against the working
+    directory), so workers and a run resumed from elsewhere read the same data, and one data set
+    has one spelling. Other specs (``digits``, the API's ``live:...``) name no directory."""
+    kind, sep, path = spec.partition(":")
+    directory = kind.strip().lower() in ("cifar10", "imagefolder") and path.strip()
+    return f"{kind}:{Path(path).expanduser().resolve()}" if directory else spec
 
 
 def load_data(
