@@ -286,7 +286,9 @@ def search_context(problem: Problem) -> SearchContext:
             from autoprune.costs.lut import AnalyticEstimate, build_lut, record_layers
             from autoprune.task import cache_dir
 
-            if problem.cost.table is not None:  # the deploy device's table: its sums, no profiling here
+            if problem.cost.table is not None and problem.budget.target == "latency":
+                # the deploy device's table: its sums, no profiling here (a MACs or params budget
+                # is still estimated from counts: the table's milliseconds are not its units)
                 from autoprune.costs.layers import PolicyShapes
                 from autoprune.costs.table import load_device_table
 

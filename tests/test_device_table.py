@@ -129,3 +129,20 @@ def test_search_refuses_a_missing_table_before_any_work(tmp_path, capsys):
     assert code == 2
     assert "--latency-table" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_macs_budget_with_a_table_is_estimated_in_macs(profiled, tmp_path):
+    """A recipe that names a latency table (for latency budgets) searched at a MACs budget: its
+    estimate must count MACs, or every policy 'fits' a limit of millions by its milliseconds and
+    amc's wall and knapsack's plan never bind (found with --target macs on the bench recipe)."""
+    from autoprune.pipeline import build_problem, search_context
+    from autoprune.settings import SearchSettings
+
+    *_, path, _ = profiled
+    settings = SearchSettings(target="macs", budget="0.5", model="resnet20:width=4", image_size=16, dense_epochs=1,
+                              latency_table=str(path), latency_batch=2, seed=0, cache_dir=str(tmp_path / "cache"),
+                              run_dir=str(tmp_path / "r"), searcher="random")
+    problem = build_problem(settings, log=lambda line: None)
+    estimate = search_context(problem).estimate
+    assert estimate(problem.space.dense()) == pytest.approx(problem.dense["macs"], rel=0.01)
+    assert estimate(problem.space.most_pruned()) < 0.5 * problem.dense["macs"]
