@@ -19,7 +19,6 @@ import yaml
 import autoprune.searchers as searchers_module
 from autoprune.bench.command import bench_config, parse_overrides
 from autoprune.bench.harness import RunResult
-from autoprune.bench.markdown import reference_accuracy, view_rows
 from autoprune.bench.metrics import (
     best_so_far,
     hypervolume,
@@ -28,6 +27,7 @@ from autoprune.bench.metrics import (
     spearman,
     trials_to_within,
 )
+from autoprune.bench.tables import reference_accuracy, view_rows
 from autoprune.bench.throughput import overhead_fraction
 from autoprune.cli import main, parser
 from autoprune.errors import UserError
@@ -107,7 +107,7 @@ def test_table_reports_trials_to_within_per_seed():
 def test_one_seed_is_given_without_a_spread_and_each_code_version_names_its_units():
     """A single seed has no standard deviation (not '± 0.00'); a report merged from several code
     versions says which searches each one ran."""
-    from autoprune.bench.markdown import code_note, paired_rows
+    from autoprune.bench.tables import code_note, paired_rows
 
     runs = [RunResult("t", view, "a", 0, "s", "d", final_test=0.8, hypervolume=0.4, code="aaa") for view in ("trials", "time")]
     runs += [RunResult("t", "trials", "a", 1, "s", "d", final_test=0.9, hypervolume=0.5, code="bbb"),
@@ -138,7 +138,7 @@ def test_merged_runs_plot_their_final_cost_against_their_own_limit():
 def test_cost_table_overhead_counts_every_worker():
     """Two trials at once: 60 s of wall time offer 120 worker-seconds; 114 s of fine-tune and
     evaluation in them leave 5% overhead (not the -90% that dividing by the wall time alone gives)."""
-    from autoprune.bench.markdown import cost_rows
+    from autoprune.bench.tables import cost_rows
 
     run = RunResult("t", "trials", "a", 0, "s", "d", scored=2, wall_s=60.0, finetune_s=110.0, evaluate_s=4.0)
     assert cost_rows([run], ["a"], workers=2)[0][-1] == "5%"
@@ -658,7 +658,7 @@ def test_spearman_interval_brackets_the_correlation_and_narrows_with_more_polici
     assert spearman_interval(cheap[:30].tolist(), final[:30].tolist()) == wide  # seeded
 
 def test_paired_rows_mark_only_intervals_that_exclude_zero():
-    from autoprune.bench.markdown import paired_rows
+    from autoprune.bench.tables import paired_rows
 
     def run(searcher, seed, test):
         return RunResult("t", "trials", searcher, seed, "s", "d", final_test=test, final_cost=0.49, limit=0.5)
@@ -675,7 +675,7 @@ def test_paired_rows_mark_only_intervals_that_exclude_zero():
 
 def test_seed_counts_name_the_searchers_a_resume_gave_more_seeds():
     """A bench resumed with --seeds 4 for a few searchers: headings say which ran how many."""
-    from autoprune.bench.markdown import seed_counts
+    from autoprune.bench.tables import seed_counts
 
     def run(searcher, seed):
         return RunResult("t", "trials", searcher, seed, "s", "d", final_test=0.6)
@@ -784,7 +784,7 @@ def test_units_run_seed_by_seed_with_random_first():
 
 
 def test_the_time_view_names_the_searches_that_shared_the_machine():
-    from autoprune.bench.markdown import busy_note
+    from autoprune.bench.tables import busy_note
 
     quiet = RunResult("t", "time", "random", 0, "s", "d", load=2.2)
     busy = RunResult("t", "time", "random", 1, "s", "d", load=3.4)

@@ -10,8 +10,9 @@ import math
 import os
 from pathlib import Path
 
-from autoprune.bench.markdown import md_table, pct, provenance
+from autoprune.bench.markdown import provenance
 from autoprune.bench.metrics import spearman_interval
+from autoprune.bench.tables import md_table, pct
 
 
 def fidelity_section(result, figures: Path, out_dir: Path) -> list[str]:
