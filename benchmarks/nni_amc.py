@@ -24,6 +24,11 @@ L1 channel importance, 60 episodes (a quarter of them random warm-up, NNI's defa
 it prunes each layer twice (its last step re-applies the episode's sparsities to a model already
 compacted: `../shared/DEPENDENCIES.md`), so its picks land below the budget; the script reports
 the pick's MACs as a fraction of dense as they are. Writes ``result.json`` in ``--out``.
+
+Memory: under torch 2.14 NNI 2.10's AMC grows its process by about 0.5 GB per episode on this
+ResNet-20, whatever the search score does (a constant score grows it as fast), so 60 episodes need
+about 30 GB; on the 24 GB development machine three seeds at once were stopped at episode 19 with
+the memory exhausted. Run one seed at a time on a machine with more memory than that.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -41,6 +47,11 @@ import torch_pruning as tp
 
 from autoprune.task import TaskRecipe, accuracy, load_task
 from autoprune.trial import ScoringConfig, fine_tune
+
+
+def _resident_gb() -> float:
+    """This process's resident memory (NNI's episodes grow it; see the module docstring)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
 def main() -> None:
@@ -73,7 +84,7 @@ def main() -> None:
         scored = copy.deepcopy(model)
         fine_tune(scored, task, scoring, 0, args.seed)
         scores.append(accuracy(scored, task.data, task.data.val))
-        print(f"episode step {len(scores)}: val {scores[-1]:.4f}", flush=True)
+        print(f"episode {len(scores)}: val {scores[-1]:.4f}, resident {_resident_gb():.2f} GB", flush=True)
         return scores[-1]
 
     args.out.mkdir(parents=True, exist_ok=True)
