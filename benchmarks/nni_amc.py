@@ -1,7 +1,7 @@
 """The incumbent, NNI 2.10's AMCPruner, on the setting `amc` is compared with (docs/searchers.md).
 
 Issue 16 quotes one NNI run (79.2% test); this script reruns it over seeds, so that `amc`'s
-three seeds are set against the incumbent's own spread rather than one draw. Everything but the
+seeds can be set against the incumbent's own spread rather than one draw. Everything but the
 search is ours and the same as `autoprune search` uses: the task (the bench ResNet-20 weights,
 the recipe's 5,000 / 500 image subsets carved with the seed), the search score (adaptive-BN
 recalibration on 20 training batches, then val accuracy, i.e. `--fidelity bn`), and the final
@@ -11,13 +11,17 @@ model) and the test on the 10,000 test images.
 NNI is a peer, never a dependency: run this in a virtual environment of its own that also sees
 autoprune, for example
 
-    python -m venv /tmp/nni-venv
-    echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/nni-venv/lib/python3.11/site-packages/ap.pth
-    /tmp/nni-venv/bin/pip install --no-deps nni==2.10.1 json-tricks schema typeguard astor \\
-        prettytable PythonWebHDFS responses websockets colorama
+    python -m venv ../nni-venv
+    printf '%s\n' "$PWD/.venv/lib/python3.11/site-packages" "$PWD" \
+        > ../nni-venv/lib/python3.11/site-packages/autoprune-here.pth
+    ../nni-venv/bin/pip install --no-deps nni==2.10 json-tricks schema typeguard astor \
+        prettytable PythonWebHDFS responses websockets colorama psutil tensorboard absl-py
     git show b6ddc2c:models/cifar10_resnet20.pt > r20_8ep.pt
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 /tmp/nni-venv/bin/python benchmarks/nni_amc.py \\
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 ../nni-venv/bin/python benchmarks/nni_amc.py \
         --checkpoint r20_8ep.pt --seed S --out runs/nni_amc_sS
+
+(``--no-deps``: NNI's own requirements would replace the project's numpy and friends; the list is
+what importing its AMCPruner needs beside them.)
 
 NNI's config is its example's: every Conv2d, total FLOPs sparsity 0.5, at most 0.8 per layer,
 L1 channel importance, 60 episodes (a quarter of them random warm-up, NNI's default). As shipped
