@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch_pruning as tp
 
+from autoprune.data import absolute_data_spec
 from autoprune.task import TaskRecipe, accuracy, load_task
 from autoprune.trial import ScoringConfig, fine_tune
 
@@ -73,9 +74,7 @@ def main() -> None:
     from nni.algorithms.compression.v2.pytorch.pruning import AMCPruner  # a peer, not a dependency
 
     torch.set_num_threads(args.threads)
-    kind, _, root = args.data.partition(":")
-    data = f"{kind}:{Path(root).resolve()}" if root else args.data
-    recipe = TaskRecipe(model="resnet20", data=data, checkpoint=str(Path(args.checkpoint).resolve()),
+    recipe = TaskRecipe(model="resnet20", data=absolute_data_spec(args.data), checkpoint=str(Path(args.checkpoint).resolve()),
                         seed=args.seed, train_limit=5000, val_limit=500)
     task = load_task(recipe)
     scoring = ScoringConfig(final_steps=args.final_steps, threads=args.threads)
