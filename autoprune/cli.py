@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from autoprune import interrupts
 from autoprune.errors import UserError
 from autoprune.settings import (
     FIELDS,
@@ -23,6 +22,9 @@ from autoprune.settings import (
     settings_from_dict,
 )
 from autoprune.yaml_files import read_yaml_mapping
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HELP = {
     "target": "resource to constrain: latency | macs | params",
@@ -299,58 +301,58 @@ def print_searchers(*, names_only: bool = False) -> None:
     print("\nBaselines are what every other searcher must beat; --searcher portfolio:A,B runs several at once.")
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    """SIGTERM (``kill``, ``ray job stop``) stops a search the way Ctrl-C does."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     from autoprune.progress import make_console
 
     console = make_console(stderr=True)
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
-    try:
-        if args.command == "search":
-            from autoprune.commands import search_command
+    with interrupts.handled():
+        try:
+            status = _run(args, argv, console)
+            interrupts.check()  # a signal a dependency swallowed still ends the command as interrupted
+            return status
+        except UserError as exc:
+            from rich.text import Text
 
-            return search_command(resolve_settings(args), console, "autoprune " + shlex.join(argv))
-        if args.command == "apply":
-            from autoprune.commands import apply_command
+            console.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
+            return 2
+        except KeyboardInterrupt as exc:
+            console.print("interrupted: every finished trial is kept in the study; continue with --resume")
+            return interrupts.exit_status(exc)
 
-            return apply_command(args, console)
-        if args.command == "export":
-            from autoprune.commands import export_command
 
-            return export_command(args, console)
-        if args.command == "show":
-            from autoprune.commands import show_command
+def _run(args: argparse.Namespace, argv: list[str], console: Console) -> int:
+    """Run the parsed command; its exit status."""
+    if args.command == "search":
+        from autoprune.commands import search_command
 
-            return show_command(args.run_dir, args.storage, make_console())
-        if args.command == "searchers":
-            print_searchers(names_only=args.names)
-            return 0
-        if args.command == "profile":
-            from autoprune.commands import profile_command
+        return search_command(resolve_settings(args), console, "autoprune " + shlex.join(argv))
+    if args.command == "apply":
+        from autoprune.commands import apply_command
 
-            return profile_command(args, console)
-        if args.command in ("bench", "train"):
-            from autoprune.bench import command as bench_cli
+        return apply_command(args, console)
+    if args.command == "export":
+        from autoprune.commands import export_command
 
-            run = bench_cli.bench_command if args.command == "bench" else bench_cli.train_command
-            return run(args, "autoprune " + shlex.join(argv), console)
-    except UserError as exc:
-        from rich.text import Text
+        return export_command(args, console)
+    if args.command == "show":
+        from autoprune.commands import show_command
+        from autoprune.progress import make_console
 
-        console.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
-        return 2
-    except KeyboardInterrupt as exc:
-        console.print("interrupted: every finished trial is kept in the study; continue with --resume")
-        return 128 + signal.SIGTERM if str(exc) == "SIGTERM" else 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        return show_command(args.run_dir, args.storage, make_console())
+    if args.command == "searchers":
+        print_searchers(names_only=args.names)
+        return 0
+    if args.command == "profile":
+        from autoprune.commands import profile_command
+
+        return profile_command(args, console)
+    if args.command in ("bench", "train"):
+        from autoprune.bench import command as bench_cli
+
+        run = bench_cli.bench_command if args.command == "bench" else bench_cli.train_command
+        return run(args, "autoprune " + shlex.join(argv), console)
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from autoprune import interrupts
 from autoprune.atomic import write_text_atomic
 from autoprune.costs import measure_costs
 from autoprune.costs.latency import anchored_reading
@@ -163,6 +164,7 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
         request = replace(request, scoring=replace(request.scoring, threads=final_threads(problem, executor)))
         try:
             outcome = executor.submit(run_trial, problem.recipe, request).result()
+            interrupts.check()
         except BaseException as exc:  # Ctrl-C, SIGTERM or a failure: the final trial is not left RUNNING
             ledger.fail_running("interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
             raise

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from autoprune import interrupts
 from autoprune.errors import UserError
 from autoprune.executors import Executor
 from autoprune.searchers import Searcher
@@ -134,6 +135,7 @@ def _finish(running: _Running, searcher: Searcher, ledger: Ledger) -> tuple[Tria
     concurrent.futures.wait([future])
     if getattr(future, "worker_retries", 0):  # its worker died, and the trial ran again
         ledger.annotate(number, worker_retries=future.worker_retries)
+    interrupts.check()  # a Ctrl-C a dependency swallowed inside the trial fails it, as one it did not swallow
     try:
         outcome = future.result()
     except KeyboardInterrupt:
@@ -214,6 +216,7 @@ def run_loop(
         # searcher knows at each ask is the same on any executor); only waiting for a free worker
         # depends on the clock, and it tells nothing.
         while True:
+            interrupts.check()
             stopped = why_stop()
             n = 0 if stopped else wanted()
             if n <= 0:  # nothing more to ask now: the trials out are told as they come back, in order

@@ -39,7 +39,11 @@ def _drive(kill: str, argv: list[str]) -> int:
     """Run the CLI in this process and signal it at the moment ``kill`` names:
     ``during:N`` SIGKILL 0.3 s into the N-th search trial; ``term:N`` the same with SIGTERM;
     ``between:N`` SIGKILL right after the N-th trial is recorded; ``final`` SIGKILL 0.3 s into the
-    final fine-tune; ``export`` SIGKILL once the final trial is recorded, before policy.yaml."""
+    final fine-tune; ``export`` SIGKILL once the final trial is recorded, before policy.yaml;
+    ``swallowed:N`` SIGTERM inside Torch-Pruning's tracing forward of the N-th trial, whose bare
+    ``except:`` swallows the KeyboardInterrupt and runs the forward again."""
+    import torch_pruning as tp
+
     from autoprune import cli, finalize
     from autoprune.study import Ledger
 
@@ -71,6 +75,23 @@ def _drive(kill: str, argv: list[str]) -> int:
             os.kill(os.getpid(), signal.SIGKILL)
         return save_policy(*args, **kw)
 
+    trace = tp.DependencyGraph._trace
+    armed = {"tracing": False, "fired": False}
+
+    def trace_hook(self, *args, **kw):
+        armed["tracing"] = what == "swallowed" and seen["started"] == int(n)
+        try:
+            return trace(self, *args, **kw)
+        finally:
+            armed["tracing"] = False
+
+    def forward_hook(module, inputs):
+        if armed["tracing"] and not armed["fired"]:
+            armed["fired"] = True
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, inside Torch-Pruning's try
+
+    torch.nn.modules.module.register_module_forward_pre_hook(forward_hook)
+    tp.DependencyGraph._trace = trace_hook
     Ledger.annotate, Ledger.finish, finalize.save_policy = annotate_hook, finish_hook, save_policy_hook
     return cli.main(argv)
 
@@ -172,6 +193,16 @@ def _assert_complete(run_dir: Path, after) -> None:
 
 
 # -- kills and resume -------------------------------------------------------------------------------
+def test_a_signal_swallowed_by_a_dependency_still_stops_the_search(cache, tmp_path):
+    """Torch-Pruning's tracing retries the forward on any exception, KeyboardInterrupt included: a
+    SIGTERM landing there used to be lost, and the search ran to its end with exit status 0 (seen
+    once in CI). It stops the search as any SIGTERM does: status 143, the trial failed."""
+    run_dir = tmp_path / "run"
+    assert _killed([*SEARCH, "--run-dir", str(run_dir), "--cache-dir", cache], "swallowed:1") == 128 + signal.SIGTERM
+    trials = _trials(run_dir)
+    assert [(t.state, t.user_attrs["error"]) for t in trials.values()] == [(TrialState.FAIL, "interrupted")]
+
+
 def test_killed_at_each_moment_then_resumed(cache, tmp_path):
     """One search, stopped five times (SIGTERM during a trial, then SIGKILL during a trial, between
     trials, during the final fine-tune and before the export) and resumed after each: no finished
@@ -184,6 +215,7 @@ def test_killed_at_each_moment_then_resumed(cache, tmp_path):
     before = _trials(run_dir)
     assert [(t.state, t.user_attrs["error"]) for t in before.values()] == [(TrialState.FAIL, "interrupted")], "0: SIGTERM"
 
+    # (a signal that a dependency swallows is the same case: see test_a_signal_swallowed_by_a_dependency)
     # 1. resumed, SIGKILLed during its second trial: that trial stays RUNNING in the study
     assert _killed(resume, "during:2") == -signal.SIGKILL
     after = _trials(run_dir)
