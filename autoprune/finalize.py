@@ -211,5 +211,39 @@ def finalize(problem, ledger: Ledger, best: Trial, executor, *, log=print) -> Fi
     return FinalResult(final, best.number, outcome, float(verified_cost), model_path, policy_path)
 
 
+# How many times a search finalises the next candidate after an export that re-measured over a
+# measured latency budget, and how much the pick's margin grows each time. A pick re-measured 3%
+# under the limit still reads over at the export now and then (the default run's export read
+# 0.5003 of dense after its pick's 0.4825); one more final fine-tune of a candidate with twice the
+# room costs far less than leaving the user a model over the budget.
+EXPORT_RETRIES = 1
+RETRY_MARGIN_FACTOR = 2.0
+
+
+def finalize_within_budget(problem, ledger: Ledger, trials: list[Trial], executor, *,
+                           log=print) -> tuple[Trial, FinalResult]:
+    """``pick`` then ``finalize``; when the export re-measures over a latency budget that is
+    measured on this machine (not a table's estimate), the next candidate is picked with
+    ``RETRY_MARGIN_FACTOR`` times the margin and finalised instead, up to ``EXPORT_RETRIES``
+    times. The export's check stays as strict: the last export decides ``within_budget``."""
+    readings: dict[int, float] = {}
+    passed_over: set[int] = set()
+    margin = PICK_MARGIN
+    measured = problem.metric == "latency_ms" and problem.cost.table is None
+    while True:
+        best = pick(problem, [t for t in trials if t.number not in passed_over], margin=margin, log=log,
+                    readings=readings)
+        log(f"best feasible: search trial {best.number} (val acc {best.accuracy:.4f}); "
+            f"final fine-tune of {problem.settings.final_steps} steps")
+        final = finalize(problem, ledger, best, executor, log=log)
+        passed_over.add(best.number)
+        left = candidates([t for t in trials if t.number not in passed_over])
+        if final.verified_cost <= problem.limit or not measured or len(passed_over) > EXPORT_RETRIES or not left:
+            return best, final
+        margin *= RETRY_MARGIN_FACTOR
+        log(f"the export of trial {best.number} re-measured over the budget; finalising the next candidate "
+            f"with {margin:.0%} room instead (readings of one model spread by a few percent)")
+
+
 def write_summary(run_dir: Path, data: dict[str, Any]) -> Path:
     return write_text_atomic(run_dir / "summary.json", json.dumps(data, indent=2, default=float))

@@ -62,7 +62,7 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
     ``autoprune.search`` both come here. ``console`` (rich) gets the log and the progress bar; the
     final table goes to stdout for the CLI (the one output a script may want), else to ``console``."""
     from autoprune.errors import EXIT_OVER_BUDGET
-    from autoprune.finalize import finalize, pick, write_summary
+    from autoprune.finalize import finalize_within_budget, write_summary
     from autoprune.model_io import load
     from autoprune.progress import SearchProgress, make_console
     from autoprune.report import write_report
@@ -124,10 +124,8 @@ def run_search(settings: SearchSettings, console: Any, command: str, *, task: Ta
             return finish_front(problem, ledger, result, command, time.perf_counter() - started, console,
                                 table_to_stdout)
         trials = ledger.trials()
-        best = pick(problem, top_rung_trials(trials, rungs) if rungs else trials, log=console.print)
-        console.print(f"best feasible: search trial {best.number} (val acc {best.accuracy:.4f}); "
-                      f"final fine-tune of {settings.final_steps} steps")
-        final = finalize(problem, ledger, best, executor, log=console.print)
+        best, final = finalize_within_budget(problem, ledger, top_rung_trials(trials, rungs) if rungs else trials,
+                                             executor, log=console.print)
     trials = ledger.trials()
     summary = build_summary(problem, result, trials, final, command, time.perf_counter() - started)
     write_summary(problem.run_dir, summary)

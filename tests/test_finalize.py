@@ -111,3 +111,55 @@ def test_picks_sharing_readings_agree_on_the_trials_they_share(remeasure):
     assert readings == {0: 9.9, 1: 9.0} and remeasure["taken"] == [9.9, 9.9, 9.0]
     fresh = finalize.pick(_problem(), trials, log=lambda _m: None)
     assert fresh.number == 0, "without the memo the second reading decides"
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Replace the final fine-tune and export by a table: trial number -> the export's re-measured
+    cost. The trials finalised are listed in order under ``"done"``."""
+    table: dict = {"done": []}
+
+    def fake_finalize(problem, ledger, best, executor, *, log=print):
+        table["done"].append(best.number)
+        return SimpleNamespace(verified_cost=table[best.number])
+
+    monkeypatch.setattr(finalize, "finalize", fake_finalize)
+    return table
+
+
+def _search_problem(metric: str = "latency_ms", table: str | None = None) -> SimpleNamespace:
+    problem = _problem(metric, table)
+    problem.settings.final_steps = 10
+    return problem
+
+
+@pytest.mark.parametrize(
+    ("readings", "exported", "done", "why"),
+    [
+        ([9.0, 9.5, 8.0], {0: 9.9}, [0], "the export is within: nothing more"),
+        ([9.0, 9.0, 8.0], {0: 10.01, 1: 9.2}, [0, 1], "the export read over: the next candidate"),
+        ([9.0, 9.7, 8.0], {0: 10.01, 2: 8.4}, [0, 2], "the next has 3% room, too little for the doubled margin: the one after"),
+        ([9.0, 9.0, 8.0], {0: 10.2, 1: 10.1}, [0, 1], "one retry only: the second export decides, over"),
+    ],
+)
+def test_a_search_finalises_the_next_candidate_when_its_export_reads_over_a_measured_latency(
+        remeasure, exports, readings, exported, done, why):
+    trials, table = _candidates(readings)
+    remeasure.update(table)
+    exports.update(exported)
+    said: list[str] = []
+    best, final = finalize.finalize_within_budget(_search_problem(), None, trials, None, log=said.append)
+    assert exports["done"] == done, why
+    assert best.number == done[-1] and final.verified_cost == exported[done[-1]]
+    assert any("re-measured over the budget" in line for line in said) == (len(done) > 1)
+
+
+@pytest.mark.parametrize(("metric", "table"), [("macs", None), ("latency_ms", "phone.json")])
+def test_an_export_over_an_exact_or_table_budget_is_not_retried(remeasure, exports, metric, table):
+    """MACs are exact and a device table's estimate is fixed: finalising another candidate would
+    not change what the check reads, so the over-budget export stands (exit status 3)."""
+    trials, table_readings = _candidates([9.0, 9.0])
+    remeasure.update(table_readings)
+    exports.update({0: 10.5, 1: 9.0})
+    best, final = finalize.finalize_within_budget(_search_problem(metric, table), None, trials, None, log=lambda _m: None)
+    assert exports["done"] == [0] and final.verified_cost == 10.5
